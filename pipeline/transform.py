@@ -1,0 +1,166 @@
+"""Transform stage: analyze the training split with TFT, transform every split, export the graph.
+
+Data flows as Arrow RecordBatches end to end: Parquet -> list batches (``pipeline.arrow_io``) ->
+``tft_beam.AnalyzeDataset`` / ``TransformDataset(output_record_batches=True)`` -> tfx_bsl's C++
+``tf.Example`` encoder -> gzipped TFRecord shards. No per-row Python runs on the way.
+
+Layout of the output directory (read it with ``tft.TFTransformOutput``)::
+
+    transform_fn/            the transform graph with the training statistics as constants
+    transformed_metadata/    schema of the transformed features
+    examples/<split>-*.tfrecord.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pyarrow as pa
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.arrow_io import ReadSplitBatches
+from pipeline.artifacts import staged_directory
+from pipeline.dataset import DatasetDefinition
+from pipeline.datasets import get_dataset
+from pipeline.raw_schema import tensor_adapter_config
+from transforms.preprocessing import make_preprocessing_fn
+
+EXAMPLES_DIR = "examples"
+METRICS_NAMESPACE = "transform"
+ANALYZE_SPLIT = "train"
+
+
+@dataclasses.dataclass
+class TransformResult:
+    """Where the transform stage put its artifacts, and how long it took."""
+
+    output_dir: Path
+    example_patterns: dict[str, str]
+    rows: dict[str, int]
+    seconds: float
+
+    def to_manifest(self) -> dict:
+        return {
+            "output_dir": str(self.output_dir),
+            "transform_fn": str(self.output_dir / "transform_fn"),
+            "examples": self.example_patterns,
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _CountRows(beam.DoFn):
+    """Counts rows per split in a Beam metric, passing batches through untouched."""
+
+    def __init__(self, split: str):
+        self._counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"rows_{split}")
+
+    def process(self, batch: pa.RecordBatch):
+        self._counter.inc(batch.num_rows)
+        yield batch
+
+
+def _split_pattern(split_dir: Path | str) -> str:
+    split_dir = str(split_dir)
+    return split_dir if any(ch in split_dir for ch in "*?[") else f"{split_dir}/*.parquet"
+
+
+def build_transform_pipeline(
+    pipeline: beam.Pipeline,
+    dataset: DatasetDefinition,
+    split_patterns: dict[str, str],
+    output_dir: Path,
+    temp_dir: Path,
+) -> None:
+    """Add analyze (train only), transform (every split) and writes to ``pipeline``."""
+    if ANALYZE_SPLIT not in split_patterns:
+        raise ValueError(f"the transform stage needs a {ANALYZE_SPLIT!r} split to analyze")
+    adapter_config = tensor_adapter_config(dataset)
+    arrow_schema = adapter_config.arrow_schema
+    preprocessing_fn = make_preprocessing_fn(dataset)
+    with tft_beam.Context(temp_dir=str(temp_dir)):
+        raw = {
+            split: pipeline
+            | f"Read[{split}]" >> ReadSplitBatches(pattern, arrow_schema)
+            | f"Count[{split}]" >> beam.ParDo(_CountRows(split))
+            for split, pattern in sorted(split_patterns.items())
+        }
+        transform_fn = (raw[ANALYZE_SPLIT], adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
+            preprocessing_fn
+        )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(output_dir))
+        for split, batches in raw.items():
+            transformed = ((batches, adapter_config), transform_fn) | f"Transform[{split}]" >> (
+                tft_beam.TransformDataset(output_record_batches=True)
+            )
+            _ = (
+                transformed
+                | f"Encode[{split}]" >> tft_beam.EncodeTransformedDataset()
+                | f"Write[{split}]"
+                >> beam.io.WriteToTFRecord(
+                    str(output_dir / EXAMPLES_DIR / split),
+                    file_name_suffix=".tfrecord.gz",
+                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+                )
+            )
+
+
+def run_transform(
+    dataset: DatasetDefinition,
+    split_dirs: dict[str, Path | str],
+    output_dir: Path,
+    beam_args: list[str] | None = None,
+) -> TransformResult:
+    """Run the transform stage and publish ``output_dir`` atomically."""
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    split_patterns = {split: _split_pattern(path) for split, path in split_dirs.items()}
+    with staged_directory(output_dir) as staging:
+        options = PipelineOptions(beam_args or [])
+        pipeline = beam.Pipeline(options=options)
+        build_transform_pipeline(
+            pipeline, dataset, split_patterns, staging, temp_dir=staging / ".tft_tmp"
+        )
+        result = pipeline.run()
+        result.wait_until_finish()
+        rows = _row_counts(result, split_patterns)
+        _remove_tree(staging / ".tft_tmp")
+    patterns = {
+        split: str(output_dir / EXAMPLES_DIR / f"{split}-*.tfrecord.gz") for split in split_patterns
+    }
+    return TransformResult(output_dir, patterns, rows, time.perf_counter() - started)
+
+
+def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    totals = {c.key.metric.name: c.committed for c in counters["counters"]}
+    return {split: int(totals.get(f"rows_{split}", 0)) for split in split_patterns}
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="taxi")
+    parser.add_argument(
+        "--split", action="append", required=True, metavar="NAME=DIR",
+        help="a split directory of Parquet files; repeat per split (train is analyzed)",
+    )
+    parser.add_argument("--output", required=True, type=Path)
+    args, beam_args = parser.parse_known_args(argv)
+    splits = dict(item.split("=", 1) for item in args.split)
+    result = run_transform(get_dataset(args.dataset), splits, args.output, beam_args)
+    print(json.dumps(result.to_manifest(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
