@@ -1,0 +1,52 @@
+"""Validation stage: TFDV statistics on Beam, schema checks, training/serving skew and drift.
+
+Public API (also re-exported by :mod:`pipeline.validate`)::
+
+    stats = compute_statistics("splits/train/part-*.parquet", Path("stats/train.pb"))
+    report = validate_statistics(stats, load_schema("taxi"), "TRAINING",
+                                 previous_stats=..., serving_stats=...)
+    check(report)  # raises ValidationFailed on blocking anomalies
+"""
+
+from pipeline.validation.anomalies import (
+    DEFAULT_SEVERITY,
+    Anomaly,
+    Check,
+    Measurement,
+    Severity,
+    SeverityConfig,
+    SeverityRule,
+    ValidationFailed,
+    ValidationReport,
+    check,
+    validate_statistics,
+)
+from pipeline.validation.schema import (
+    SchemaChange,
+    diff_schemas,
+    infer_candidate_schema,
+    load_schema,
+    schema_path,
+)
+from pipeline.validation.stats import compute_statistics, load_statistics
+
+__all__ = [
+    "DEFAULT_SEVERITY",
+    "Anomaly",
+    "Check",
+    "Measurement",
+    "SchemaChange",
+    "Severity",
+    "SeverityConfig",
+    "SeverityRule",
+    "ValidationFailed",
+    "ValidationReport",
+    "check",
+    "compute_statistics",
+    "diff_schemas",
+    "infer_candidate_schema",
+    "load_schema",
+    "load_statistics",
+    "schema_path",
+    "validate_statistics",
+]

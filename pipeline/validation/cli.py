@@ -1,0 +1,127 @@
+"""``python -m pipeline.validate``: statistics, checks and schema review from the shell.
+
+    stats --input 'runs/<id>/splits/train/part-*.parquet' --output runs/<id>/stats/train.pb
+    check --stats eval.pb --environment TRAINING [--previous-stats train.pb]
+          [--serving-stats serving.pb] [--severity-config severity.json] [--report out.json]
+    infer --input 'new/part-*.parquet' [--output candidate.pbtxt]
+
+Arguments ``stats``/``infer`` do not recognize are passed to Beam (e.g. ``--runner``).
+``check`` exits with status 1 when a blocking anomaly is found; ``infer`` never fails on a
+difference, it only shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import tensorflow_data_validation as tfdv
+
+from pipeline.validation.anomalies import DEFAULT_SEVERITY, SeverityConfig, validate_statistics
+from pipeline.validation.schema import (
+    SCHEMAS_DIR,
+    diff_schemas,
+    infer_candidate_schema,
+    load_schema,
+    schema_path,
+)
+from pipeline.validation.stats import compute_statistics, load_statistics
+
+EXIT_BLOCKING = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.validate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stats = commands.add_parser("stats", help="compute TFDV statistics of Parquet split files")
+    stats.add_argument("--input", required=True, help="file pattern, e.g. 'dir/part-*.parquet'")
+    stats.add_argument("--output", required=True, type=Path, help="binary statistics proto")
+
+    check = commands.add_parser("check", help="validate statistics against the schema")
+    check.add_argument("--stats", required=True, type=Path)
+    check.add_argument("--environment", required=True, choices=("TRAINING", "SERVING"))
+    check.add_argument("--previous-stats", type=Path, help="drift baseline")
+    check.add_argument("--serving-stats", type=Path, help="skew: serving statistics")
+    check.add_argument("--severity-config", type=Path, help="JSON severity rules")
+    check.add_argument("--report", type=Path, help="write the report as JSON here")
+    _add_schema_args(check)
+
+    infer = commands.add_parser("infer", help="show how re-inferring the schema would change it")
+    infer.add_argument("--input", required=True, help="file pattern of new data")
+    infer.add_argument("--output", type=Path, help="also write the candidate schema (pbtxt)")
+    infer.add_argument("--stats-output", type=Path, help="keep the statistics here")
+    _add_schema_args(infer)
+    return parser
+
+
+def _add_schema_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="taxi", help="committed schema to use")
+    parser.add_argument("--schemas-dir", type=Path, default=SCHEMAS_DIR)
+
+
+def _run_stats(args: argparse.Namespace, beam_args: list[str]) -> int:
+    stats = compute_statistics(args.input, args.output, beam_args)
+    print(f"wrote statistics of {stats.datasets[0].num_examples} examples to {args.output}")
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    severity = (
+        SeverityConfig.from_json(args.severity_config) if args.severity_config else DEFAULT_SEVERITY
+    )
+    report = validate_statistics(
+        load_statistics(args.stats),
+        load_schema(args.dataset, args.schemas_dir),
+        args.environment,
+        previous_stats=load_statistics(args.previous_stats) if args.previous_stats else None,
+        serving_stats=load_statistics(args.serving_stats) if args.serving_stats else None,
+        severity=severity,
+    )
+    if args.report:
+        args.report.write_text(json.dumps(report.to_manifest(), indent=2) + "\n")
+    print(report.describe())
+    return 0 if report.passed else EXIT_BLOCKING
+
+
+def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_path = args.stats_output or Path(tmp) / "stats.pb"
+        stats = compute_statistics(args.input, stats_path, beam_args)
+    candidate = infer_candidate_schema(stats)
+    if args.output:
+        tfdv.write_schema_text(candidate, str(args.output))
+    committed = schema_path(args.dataset, args.schemas_dir)
+    if not committed.is_file():
+        print(f"no committed schema at {committed}; nothing to compare with")
+        return 0
+    changes = diff_schemas(load_schema(args.dataset, args.schemas_dir), candidate, stats)
+    if not changes:
+        print(f"the new data agrees with {committed}")
+    else:
+        print(f"{len(changes)} differences from {committed} (review before editing it):")
+        for change in changes:
+            print(f"  {change}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = _parser().parse_known_args(argv)
+    if args.command != "stats" and args.command != "infer" and beam_args:
+        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    if args.command == "stats":
+        return _run_stats(args, beam_args)
+    if args.command == "check":
+        return _run_check(args)
+    return _run_infer(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The committed, human-reviewed schema and the difference a new candidate makes to it.
+
+The schema is inferred once from a sample, curated by hand and committed under
+``schemas/<dataset>/schema.pbtxt``. It is never re-inferred silently: ``infer`` only shows what a
+re-inference would change so that a person can decide whether to edit the committed file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import tensorflow_data_validation as tfdv
+from tensorflow_data_validation.utils import schema_util
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+
+from pipeline.validation.stats import feature_stats
+
+# The repository root holds ``schemas/`` beside the ``pipeline`` package.
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+_MAX_LISTED_VALUES = 10
+
+
+def schema_path(dataset_name: str = "taxi", schemas_dir: Path = SCHEMAS_DIR) -> Path:
+    """Path of the committed schema of ``dataset_name``."""
+    return Path(schemas_dir) / dataset_name / "schema.pbtxt"
+
+
+def load_schema(dataset_name: str = "taxi", schemas_dir: Path = SCHEMAS_DIR) -> schema_pb2.Schema:
+    """Read the committed schema (independent of the working directory)."""
+    path = schema_path(dataset_name, schemas_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed schema for dataset {dataset_name!r} at {path}")
+    return tfdv.load_schema_text(str(path))
+
+
+def infer_candidate_schema(
+    stats: statistics_pb2.DatasetFeatureStatisticsList,
+) -> schema_pb2.Schema:
+    """Schema TFDV would infer from ``stats`` (a proposal for review, never used to validate)."""
+    return tfdv.infer_schema(stats, infer_feature_shape=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaChange:
+    """One difference between the committed schema and new data / a candidate schema."""
+
+    feature: str
+    aspect: str  # added | removed | type | presence | domain | value_range
+    committed: str
+    candidate: str
+
+    def __str__(self) -> str:
+        return f"{self.feature}: {self.aspect}: {self.committed} -> {self.candidate}"
+
+
+def diff_schemas(
+    committed: schema_pb2.Schema,
+    candidate: schema_pb2.Schema,
+    stats: statistics_pb2.DatasetFeatureStatisticsList,
+) -> list[SchemaChange]:
+    """What differs between ``committed`` and ``candidate`` (inferred from ``stats``).
+
+    Numeric ranges are not inferred by TFDV, so they are compared against the observed
+    minimum/maximum in ``stats`` instead.
+    """
+    old = {f.name: f for f in committed.feature}
+    new = {f.name: f for f in candidate.feature}
+    changes = [SchemaChange(n, "added", "-", _type_name(new[n])) for n in new if n not in old]
+    changes += [SchemaChange(n, "removed", _type_name(old[n]), "-") for n in old if n not in new]
+    observed = feature_stats(stats)
+    for name in (n for n in old if n in new):
+        changes += _type_change(old[name], new[name])
+        changes += _presence_change(old[name], new[name], observed.get(name))
+        changes += _string_domain_change(committed, candidate, name)
+        changes += _range_change(old[name], observed.get(name))
+    return changes
+
+
+def _type_name(feature: schema_pb2.Feature) -> str:
+    return schema_pb2.FeatureType.Name(feature.type)
+
+
+def _type_change(old: schema_pb2.Feature, new: schema_pb2.Feature) -> list[SchemaChange]:
+    if old.type == new.type:
+        return []
+    return [SchemaChange(old.name, "type", _type_name(old), _type_name(new))]
+
+
+def _presence_change(
+    old: schema_pb2.Feature,
+    new: schema_pb2.Feature,
+    observed: statistics_pb2.FeatureNameStatistics | None,
+) -> list[SchemaChange]:
+    """The new data is present less often than the committed schema demands."""
+    fraction = _present_fraction(observed)
+    if fraction is None or fraction >= old.presence.min_fraction:
+        return []
+    required = "required" if new.presence.min_fraction >= 1.0 else "optional"
+    committed = f"min_fraction={old.presence.min_fraction:g}"
+    return [SchemaChange(old.name, "presence", committed, f"{required}, present in {fraction:.4f}")]
+
+
+def _string_domain_change(
+    committed: schema_pb2.Schema, candidate: schema_pb2.Schema, name: str
+) -> list[SchemaChange]:
+    old_domain = schema_util.get_domain(committed, name) if _has_domain(committed, name) else None
+    new_domain = schema_util.get_domain(candidate, name) if _has_domain(candidate, name) else None
+    if not isinstance(old_domain, schema_pb2.StringDomain):
+        return []
+    if not isinstance(new_domain, schema_pb2.StringDomain):
+        return [SchemaChange(name, "domain", f"{len(old_domain.value)} values", "no closed domain")]
+    old_values, new_values = set(old_domain.value), set(new_domain.value)
+    changes = []
+    if added := sorted(new_values - old_values):
+        changes.append(SchemaChange(name, "domain", "+new values", _listing(added)))
+    if unseen := sorted(old_values - new_values):
+        changes.append(SchemaChange(name, "domain", "values not seen", _listing(unseen)))
+    return changes
+
+
+def _has_domain(schema: schema_pb2.Schema, name: str) -> bool:
+    try:
+        return schema_util.get_domain(schema, name) is not None
+    except ValueError:
+        return False
+
+
+def _range_change(
+    old: schema_pb2.Feature, observed: statistics_pb2.FeatureNameStatistics | None
+) -> list[SchemaChange]:
+    if observed is None or not observed.HasField("num_stats"):
+        return []
+    domain_kind = old.WhichOneof("domain_info")
+    if domain_kind not in ("int_domain", "float_domain"):
+        return []
+    domain = getattr(old, domain_kind)
+    low = domain.min if domain.HasField("min") else float("-inf")
+    high = domain.max if domain.HasField("max") else float("inf")
+    seen_min, seen_max = observed.num_stats.min, observed.num_stats.max
+    if low <= seen_min and seen_max <= high:
+        return []
+    return [
+        SchemaChange(
+            old.name,
+            "value_range",
+            f"[{low:g}, {high:g}]",
+            f"observed [{seen_min:g}, {seen_max:g}]",
+        )
+    ]
+
+
+def _present_fraction(observed: statistics_pb2.FeatureNameStatistics | None) -> float | None:
+    if observed is None:
+        return None
+    kind = observed.WhichOneof("stats")
+    common = getattr(observed, kind).common_stats if kind else None
+    if common is None:
+        return None
+    total = common.num_non_missing + common.num_missing
+    return common.num_non_missing / total if total else None
+
+
+def _listing(values: list[str]) -> str:
+    shown = ", ".join(values[:_MAX_LISTED_VALUES])
+    more = len(values) - _MAX_LISTED_VALUES
+    return f"{shown} (+{more} more)" if more > 0 else shown

@@ -1,0 +1,63 @@
+"""Dataset statistics with TFDV on Beam, published atomically."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import apache_beam as beam
+import tensorflow_data_validation as tfdv
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from pipeline.validation.batches import ReadValidationBatches, require_files
+
+
+def stats_options() -> tfdv.StatsOptions:
+    """Statistics options shared by every split, so that their statistics stay comparable.
+
+    TFDV's defaults are kept on purpose: skew/drift compare statistics from different runs, and
+    a run that changed histogram sizes would show spurious distances.
+    """
+    return tfdv.StatsOptions()
+
+
+def compute_statistics(
+    file_pattern: str, output_path: Path, beam_args: list[str] | None = None
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """Compute TFDV statistics of the Parquet files matching ``file_pattern`` on Beam.
+
+    The binary proto is written next to ``output_path`` under a temporary name and renamed into
+    place, so a reader never sees a half-written file.
+    """
+    require_files(file_pattern)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as pipeline:
+            _ = (
+                pipeline
+                | "ReadSplit" >> ReadValidationBatches(file_pattern)
+                | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
+                | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(str(temp_path))
+            )
+        os.replace(temp_path, output_path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    return load_statistics(output_path)
+
+
+def load_statistics(path: Path) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """Read statistics written by :func:`compute_statistics`."""
+    return tfdv.load_stats_binary(str(path))
+
+
+def feature_stats(
+    stats: statistics_pb2.DatasetFeatureStatisticsList,
+) -> dict[str, statistics_pb2.FeatureNameStatistics]:
+    """Per-feature statistics of the first (unsliced) dataset, by feature name."""
+    if not stats.datasets:
+        return {}
+    return {".".join(f.path.step) or f.name: f for f in stats.datasets[0].features}
