@@ -32,7 +32,9 @@ def value_type(column_type: ColumnType) -> pa.DataType:
     return _VALUE_TYPES[column_type.split_file_type]
 
 
-def list_batch_schema(dataset: DatasetDefinition, columns: tuple[str, ...] | None = None) -> pa.Schema:
+def list_batch_schema(
+    dataset: DatasetDefinition, columns: tuple[str, ...] | None = None
+) -> pa.Schema:
     """Arrow schema of the list batches for ``columns`` (default: every raw column)."""
     names = columns or dataset.column_names
     return pa.schema(

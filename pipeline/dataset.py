@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 
-class ColumnType(str, enum.Enum):
+class ColumnType(enum.StrEnum):
     """Warehouse (BigQuery Standard SQL) types of raw columns."""
 
     INT64 = "INT64"
@@ -51,7 +51,7 @@ class Column:
     nullable: bool = True
 
 
-class Transform(str, enum.Enum):
+class Transform(enum.StrEnum):
     """How a raw column becomes a model feature. Implemented in ``transforms/``."""
 
     ZSCORE = "zscore"  # dense float, (x - mean) / std over train
@@ -64,7 +64,7 @@ class Transform(str, enum.Enum):
     CROSS = "cross"  # categorical id, hashed cross of several raw columns
 
 
-class ModelPart(str, enum.Enum):
+class ModelPart(enum.StrEnum):
     """Which part of the wide-and-deep model a feature feeds."""
 
     WIDE = "wide"  # one-hot into the linear part

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
@@ -98,10 +97,10 @@ def build_model(inputs: list[ModelInput], config: ModelConfig = ModelConfig()) -
                     keras_inputs[i.name]
                 )
             )
-        elif i.width == 1:
-            deep.append(tf_keras.layers.Reshape((1,), name=f"dense_{i.name}")(keras_inputs[i.name]))
         else:
-            deep.append(keras_inputs[i.name])
+            deep.append(
+                tf_keras.layers.Reshape((i.width,), name=f"dense_{i.name}")(keras_inputs[i.name])
+            )
     logits = []
     if wide:
         wide_x = _concat(wide, "wide_features")

@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -119,7 +118,9 @@ def training_path_features(
             )
         spec = dict(tft_output.transformed_feature_spec())
         spec[ROW_ID] = tf.io.FixedLenFeature([], tf.int64)
-        serialized = [r.numpy() for f in glob.glob(out_prefix + "*") for r in tf.data.TFRecordDataset(f)]
+        serialized = [
+            r.numpy() for f in glob.glob(out_prefix + "*") for r in tf.data.TFRecordDataset(f)
+        ]
     parsed = tf.io.parse_example(tf.constant(serialized), spec)
     order = np.argsort(parsed.pop(ROW_ID).numpy())
     return {name: value.numpy()[order] for name, value in parsed.items()}
@@ -127,10 +128,14 @@ def training_path_features(
 
 def serving_examples(dataset: DatasetDefinition, raw: pa.RecordBatch) -> list[bytes]:
     """Raw rows as a client sends them: serving columns only, as tf.Example."""
-    serving = raw.select([c.name for c in dataset.serving_columns]) if hasattr(raw, "select") else (
-        pa.RecordBatch.from_arrays(
-            [raw.column(raw.schema.get_field_index(c.name)) for c in dataset.serving_columns],
-            names=[c.name for c in dataset.serving_columns],
+    serving = (
+        raw.select([c.name for c in dataset.serving_columns])
+        if hasattr(raw, "select")
+        else (
+            pa.RecordBatch.from_arrays(
+                [raw.column(raw.schema.get_field_index(c.name)) for c in dataset.serving_columns],
+                names=[c.name for c in dataset.serving_columns],
+            )
         )
     )
     return RecordBatchToExamplesEncoder().encode(serving)
@@ -159,9 +164,10 @@ def compare_features(
             deviations[name] = 0.0 if np.array_equal(want, got) else float("inf")
             bad = np.argwhere(want != got)
         for index in bad[:5]:
-            row = int(index[0])
+            position = tuple(index)
             mismatches.append(
-                f"{name}: row {row}: training {want[tuple(index)]!r} != serving {got[tuple(index)]!r}"
+                f"{name}: row {int(index[0])}: training {want[position]!r} "
+                f"!= serving {got[position]!r}"
             )
     return deviations, mismatches
 
@@ -180,7 +186,8 @@ def check_parity(
     loaded = tf.saved_model.load(str(export_dir))
     examples = tf.constant(serving_examples(dataset, raw))
     actual = {
-        k: v.numpy() for k, v in loaded.signatures[TRANSFORM_SIGNATURE](**{EXAMPLES_INPUT: examples}).items()
+        k: v.numpy()
+        for k, v in loaded.signatures[TRANSFORM_SIGNATURE](**{EXAMPLES_INPUT: examples}).items()
     }
     names = [f.output_name for f in dataset.features]
     deviations, mismatches = compare_features(expected, actual, names)
@@ -190,7 +197,9 @@ def check_parity(
         trained = model.predict({n: expected[n] for n in names}, verbose=0).reshape(-1)
         served = loaded.signatures[SERVING_SIGNATURE](**{EXAMPLES_INPUT: examples})
         served = served["probabilities"].numpy().reshape(-1)
-        diff = np.abs(trained - served) / np.maximum(np.maximum(np.abs(trained), np.abs(served)), 1e-12)
+        diff = np.abs(trained - served) / np.maximum(
+            np.maximum(np.abs(trained), np.abs(served)), 1e-12
+        )
         prediction_deviation = float(diff.max())
         for row in np.argwhere(diff > PREDICTION_RTOL)[:5, 0]:
             mismatches.append(
@@ -210,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200)
     args = parser.parse_args(argv)
     report = check_parity(
-        get_dataset(args.dataset), args.transform_dir, args.export_dir, args.split_dir,
-        args.rows, args.model_dir,
+        get_dataset(args.dataset),
+        args.transform_dir,
+        args.export_dir,
+        args.split_dir,
+        args.rows,
+        args.model_dir,
     )
     json.dump(report.to_manifest(), sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -13,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import pyarrow as pa
 import tensorflow as tf
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -34,7 +33,7 @@ class TrainConfig:
     batch_size: int = 256
     early_stopping_patience: int = 3
     seed: int = 42
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
 
 
 @dataclasses.dataclass
@@ -138,7 +137,9 @@ def train_and_evaluate(
         metrics = {}
         for split in ("eval", "test"):
             if split in example_patterns:
-                split_ds = make_dataset(example_patterns[split], tft_output, label, 1024, False, False)
+                split_ds = make_dataset(
+                    example_patterns[split], tft_output, label, 1024, False, False
+                )
                 values = model.evaluate(split_ds, verbose=0, return_dict=True)
                 metrics[split] = {k: round(float(v), 6) for k, v in values.items()}
         train_pos, train_total = _count_positive(

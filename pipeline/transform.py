@@ -139,7 +139,9 @@ def run_transform(
 
 
 def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    counters = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE)
+    )
     totals = {c.key.metric.name: c.committed for c in counters["counters"]}
     return {split: int(totals.get(f"rows_{split}", 0)) for split in split_patterns}
 
@@ -152,7 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="taxi")
     parser.add_argument(
-        "--split", action="append", required=True, metavar="NAME=DIR",
+        "--split",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
         help="a split directory of Parquet files; repeat per split (train is analyzed)",
     )
     parser.add_argument("--output", required=True, type=Path)

@@ -54,9 +54,7 @@ def quantile_bucket(x: tf.Tensor, num_buckets: int, name: str | None = None) -> 
     return tft.bucketize(tf.cast(x, tf.float32), num_buckets=num_buckets, name=name)
 
 
-def vocabulary(
-    x: tf.Tensor, top_k: int, num_oov_buckets: int, vocab_filename: str
-) -> tf.Tensor:
+def vocabulary(x: tf.Tensor, top_k: int, num_oov_buckets: int, vocab_filename: str) -> tf.Tensor:
     """Id of ``x`` in the training vocabulary (most frequent first), unseen values -> OOV ids.
 
     Ids ``[0, vocab_size)`` are known values; ``[vocab_size, vocab_size + num_oov_buckets)`` are

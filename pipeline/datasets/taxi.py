@@ -48,7 +48,11 @@ def _bucketized(name: str) -> Feature:
 
 def _vocabulary(name: str, top_k: int, oov: int, default, part=ModelPart.BOTH) -> Feature:
     return Feature(
-        name, (name,), Transform.VOCABULARY, part, {"top_k": top_k, "num_oov_buckets": oov},
+        name,
+        (name,),
+        Transform.VOCABULARY,
+        part,
+        {"top_k": top_k, "num_oov_buckets": oov},
         default=default,
     )
 
@@ -61,22 +65,51 @@ FEATURES = (
     _bucketized("pickup_longitude"),
     _bucketized("dropoff_latitude"),
     _bucketized("dropoff_longitude"),
-    Feature("trip_start_hour", ("trip_start_hour",), Transform.IDENTITY, ModelPart.BOTH,
-            {"num_buckets": 24}, default=0),
-    Feature("trip_start_day", ("trip_start_day",), Transform.IDENTITY, ModelPart.BOTH,
-            {"num_buckets": 8}, default=0),
-    Feature("trip_start_month", ("trip_start_month",), Transform.IDENTITY, ModelPart.BOTH,
-            {"num_buckets": 13}, default=0),
+    Feature(
+        "trip_start_hour",
+        ("trip_start_hour",),
+        Transform.IDENTITY,
+        ModelPart.BOTH,
+        {"num_buckets": 24},
+        default=0,
+    ),
+    Feature(
+        "trip_start_day",
+        ("trip_start_day",),
+        Transform.IDENTITY,
+        ModelPart.BOTH,
+        {"num_buckets": 8},
+        default=0,
+    ),
+    Feature(
+        "trip_start_month",
+        ("trip_start_month",),
+        Transform.IDENTITY,
+        ModelPart.BOTH,
+        {"num_buckets": 13},
+        default=0,
+    ),
     _vocabulary("payment_type", top_k=100, oov=2, default=""),
     _vocabulary("company", top_k=1000, oov=10, default=""),
     _vocabulary("pickup_community_area", top_k=100, oov=2, default=-1),
     _vocabulary("dropoff_community_area", top_k=100, oov=2, default=-1),
     _vocabulary("pickup_census_tract", top_k=1000, oov=5, default=-1, part=ModelPart.WIDE),
     _vocabulary("dropoff_census_tract", top_k=1000, oov=5, default=-1, part=ModelPart.WIDE),
-    Feature("trip_start_time", ("trip_start_timestamp",), Transform.CYCLICAL_TIME, ModelPart.DEEP,
-            default=0),
-    Feature("hour_x_day", ("trip_start_hour", "trip_start_day"), Transform.CROSS, ModelPart.WIDE,
-            {"hash_buckets": 256}, default=0),
+    Feature(
+        "trip_start_time",
+        ("trip_start_timestamp",),
+        Transform.CYCLICAL_TIME,
+        ModelPart.DEEP,
+        default=0,
+    ),
+    Feature(
+        "hour_x_day",
+        ("trip_start_hour", "trip_start_day"),
+        Transform.CROSS,
+        ModelPart.WIDE,
+        {"hash_buckets": 256},
+        default=0,
+    ),
 )
 
 TAXI = DatasetDefinition(

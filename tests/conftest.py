@@ -1,0 +1,128 @@
+"""Shared fixtures: small typed split files and one real transform run reused by several tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.datasets import get_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPANIES = ["Flash Cab", "Yellow Cab", "Blue Diamond", "City Service", "Sun Taxi"]
+PAYMENTS = ["Cash", "Credit Card", "Mobile", "Prcard"]
+
+_ARROW_TYPES = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "STRING": pa.string()}
+
+
+@pytest.fixture(scope="session")
+def taxi():
+    return get_dataset("taxi")
+
+
+def make_rows(rows: int, seed: int, fare_scale: float = 1.0, hour_shift: int = 0) -> pa.Table:
+    """A taxi-shaped table with every raw column, some nulls, and a learnable label.
+
+    ``fare_scale`` and ``hour_shift`` let a test give eval a different distribution from train.
+    """
+    rng = np.random.default_rng(seed)
+    miles = rng.gamma(2.0, 2.0, rows)
+    fare = np.round((3.25 + 2.25 * miles + rng.normal(0, 1, rows).clip(-2, 2)) * fare_scale, 2)
+    payment = rng.choice(PAYMENTS, rows, p=[0.45, 0.45, 0.05, 0.05])
+    tip_rate = np.where(payment == "Cash", 0.0, rng.uniform(0.05, 0.35, rows))
+    timestamps = 1_400_000_000 + rng.integers(0, 365 * 86400, rows)
+    hours = (timestamps % 86400) // 3600
+    data = {
+        "pickup_community_area": _with_nulls(rng, rng.integers(1, 78, rows), 0.05),
+        "fare": fare,
+        "trip_start_month": rng.integers(1, 13, rows),
+        "trip_start_hour": (hours + hour_shift) % 24,
+        "trip_start_day": rng.integers(1, 8, rows),
+        "trip_start_timestamp": timestamps,
+        "pickup_latitude": _with_nulls(rng, rng.normal(41.9, 0.05, rows), 0.05),
+        "pickup_longitude": _with_nulls(rng, rng.normal(-87.65, 0.05, rows), 0.05),
+        "dropoff_latitude": _with_nulls(rng, rng.normal(41.9, 0.05, rows), 0.1),
+        "dropoff_longitude": _with_nulls(rng, rng.normal(-87.65, 0.05, rows), 0.1),
+        "trip_miles": np.round(miles, 2),
+        "pickup_census_tract": _with_nulls(rng, rng.integers(17031010100, 17031010200, rows), 0.9),
+        "dropoff_census_tract": _with_nulls(rng, rng.integers(17031010100, 17031010200, rows), 0.3),
+        "payment_type": payment.tolist(),
+        "company": _with_nulls(rng, rng.choice(COMPANIES, rows), 0.3),
+        "trip_seconds": _with_nulls(rng, (miles * 240 + rng.integers(60, 600, rows)), 0.01),
+        "dropoff_community_area": _with_nulls(rng, rng.integers(1, 78, rows), 0.05),
+        "tips": np.round(fare * tip_rate, 2),
+    }
+    dataset = get_dataset("taxi")
+    return pa.table(
+        {
+            c.name: pa.array(data[c.name], type=_ARROW_TYPES[c.type.split_file_type])
+            for c in dataset.columns
+        }
+    )
+
+
+def _with_nulls(rng: np.random.Generator, values: np.ndarray, rate: float) -> list:
+    mask = rng.random(len(values)) < rate
+    return [None if m else v.item() for v, m in zip(values, mask, strict=True)]
+
+
+def write_split(directory: Path, table: pa.Table) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, directory / "part-00000.parquet")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_splits(tmp_path_factory) -> dict[str, Path]:
+    """train/eval/test Parquet dirs; eval's fares are 3x train's so leakage would show."""
+    root = tmp_path_factory.mktemp("splits")
+    return {
+        "train": write_split(root / "train", make_rows(3000, seed=1)),
+        "eval": write_split(root / "eval", make_rows(600, seed=2, fare_scale=3.0)),
+        "test": write_split(root / "test", make_rows(600, seed=3)),
+    }
+
+
+@pytest.fixture(scope="session")
+def transform_output(small_splits, taxi, tmp_path_factory):
+    """One real TFT analyze+transform over the small splits (DirectRunner)."""
+    from pipeline.transform import run_transform
+
+    out = tmp_path_factory.mktemp("transform") / "transform"
+    return run_transform(taxi, small_splits, out, ["--runner", "DirectRunner"])
+
+
+@pytest.fixture(scope="session")
+def trained_export(transform_output, taxi, tmp_path_factory):
+    """A briefly trained model and its serving export."""
+    from pipeline.export import export_serving_model
+    from pipeline.train import TrainConfig, train_and_evaluate
+
+    root = tmp_path_factory.mktemp("model")
+    trained = train_and_evaluate(
+        taxi,
+        transform_output.output_dir,
+        transform_output.example_patterns,
+        root / "model",
+        TrainConfig(train_steps=100, steps_per_epoch=50),
+    )
+    exported = export_serving_model(
+        taxi, trained.model_dir, transform_output.output_dir, root / "serving" / "taxi", version=1
+    )
+    return trained, exported
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for running project modules in a child process from the repo root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+PYTHON = sys.executable
