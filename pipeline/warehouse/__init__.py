@@ -3,3 +3,8 @@
 The SQL is written once in BigQuery Standard SQL (``sql/*.sql``) and runs either on BigQuery or,
 transpiled by sqlglot, on an embedded DuckDB file with identical results.
 """
+
+from pipeline.warehouse.config import SPLIT_NAMES, BigQueryOptions, SplitConfig
+from pipeline.warehouse.stage import SplitResult, dry_run, run_split
+
+__all__ = ["SPLIT_NAMES", "BigQueryOptions", "SplitConfig", "SplitResult", "dry_run", "run_split"]

@@ -1,0 +1,175 @@
+"""Configuration of the warehouse stage, validated before any SQL is rendered."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.dataset import DatasetDefinition
+from pipeline.datasets.taxi import TAXI
+from pipeline.warehouse import identifiers
+
+SPLIT_NAMES: tuple[str, str, str] = ("train", "eval", "test")
+ENGINES: tuple[str, ...] = ("duckdb", "bigquery")
+# Resolution of split boundaries: ratios become integer bucket boundaries out of this many.
+HASH_BUCKETS = 10_000
+DEFAULT_SALT = "split-v1"
+DEFAULT_WAREHOUSE = Path("data/warehouse.duckdb")
+
+
+@dataclasses.dataclass(frozen=True)
+class BigQueryOptions:
+    """Where the BigQuery engine reads, writes its per-split tables and exports Parquet."""
+
+    project: str
+    destination_dataset: str
+    export_uri: str | None = None  # gs://bucket/prefix; one folder per split below it
+    location: str = "US"
+    destination_prefix: str = "split"
+    labels: tuple[tuple[str, str], ...] = (("pipeline", "taxi"), ("stage", "warehouse"))
+
+    def __post_init__(self) -> None:
+        identifiers.validate_project(self.project)
+        identifiers.validate_dataset(self.destination_dataset)
+        identifiers.validate_table(self.destination_prefix)
+        identifiers.validate_job_labels(dict(self.labels))
+        if self.export_uri is not None:
+            identifiers.validate_gcs_uri(self.export_uri)
+        if not self.location.replace("-", "").isalnum():
+            raise ValueError(f"invalid BigQuery location: {self.location!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+    """Everything that decides which rows land in which split.
+
+    Defaults reproduce the end-to-end run: hash split 80/10/10 on a key made of every column,
+    no sampling, no time window, and the filters label present, required columns present, fare
+    and trip_seconds non-negative (when present).
+    """
+
+    definition: DatasetDefinition = TAXI
+    engine: str = "duckdb"
+    warehouse: Path = DEFAULT_WAREHOUSE  # DuckDB file (engine duckdb)
+    table: str | None = None  # dataset.table; default: the definition's table
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    salt: str = DEFAULT_SALT
+    key_columns: tuple[str, ...] | None = None  # default: every column of the definition
+    sample_fraction: float = 1.0
+    start: datetime | None = None  # inclusive, on the definition's timestamp column
+    end: datetime | None = None  # exclusive
+    stratify_by: str | None = None  # a column, or the label's name
+    oversample_target: float | None = None  # minority / majority in train after oversampling
+    require_label: bool = True
+    require_non_nullable: bool = True
+    non_negative: tuple[str, ...] = ("fare", "trip_seconds")
+    bigquery: BigQueryOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"invalid engine: {self.engine!r} (one of {', '.join(ENGINES)})")
+        self.table_ref()
+        self._check_ratios()
+        self._check_fractions()
+        self._check_window()
+        self._check_columns()
+        if self.engine == "bigquery" and self.bigquery is None:
+            raise ValueError("engine 'bigquery' needs BigQueryOptions (project, dataset, ...)")
+        if not isinstance(self.salt, str):
+            raise ValueError(f"invalid salt: {self.salt!r} (must be a string)")
+
+    # ---- derived values --------------------------------------------------------------------
+
+    def table_ref(self) -> identifiers.TableRef:
+        """The validated source table (the BigQuery project added when that engine is used)."""
+        project = self.bigquery.project if self.bigquery else None
+        reference = self.table if self.table is not None else self.definition.table
+        if self.engine == "duckdb":
+            project = None
+        return identifiers.TableRef.parse(reference, project=project)
+
+    @property
+    def resolved_key_columns(self) -> tuple[str, ...]:
+        return self.key_columns or self.definition.column_names
+
+    @property
+    def split_boundaries(self) -> tuple[int, int]:
+        """Upper bucket bounds (exclusive) of train and eval out of ``HASH_BUCKETS``."""
+        train = round(self.ratios[0] * HASH_BUCKETS)
+        return train, round((self.ratios[0] + self.ratios[1]) * HASH_BUCKETS)
+
+    @property
+    def oversampling(self) -> bool:
+        return self.oversample_target is not None
+
+    def to_dict(self) -> dict:
+        """JSON-serializable view for manifests."""
+        return {
+            "dataset": self.definition.name,
+            "engine": self.engine,
+            "warehouse": str(self.warehouse) if self.engine == "duckdb" else None,
+            "table": ".".join(p for p in (self.table_ref().project, self.table_ref().dataset) if p)
+            + f".{self.table_ref().table}",
+            "ratios": dict(zip(SPLIT_NAMES, self.ratios, strict=True)),
+            "salt": self.salt,
+            "key_columns": list(self.resolved_key_columns),
+            "sample_fraction": self.sample_fraction,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "stratify_by": self.stratify_by,
+            "oversample_target": self.oversample_target,
+            "require_label": self.require_label,
+            "require_non_nullable": self.require_non_nullable,
+            "non_negative": list(self.non_negative),
+        }
+
+    # ---- validation ------------------------------------------------------------------------
+
+    def _check_ratios(self) -> None:
+        ratios = tuple(self.ratios)
+        if len(ratios) != 3 or any(not isinstance(r, int | float) for r in ratios):
+            raise ValueError(f"invalid split ratios: {self.ratios!r} (three numbers)")
+        if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] == 0:
+            raise ValueError(
+                f"invalid split ratios: {self.ratios!r} (non-negative, train > 0, sum to 1)"
+            )
+
+    def _check_fractions(self) -> None:
+        if not isinstance(self.sample_fraction, int | float) or not (0 < self.sample_fraction <= 1):
+            raise ValueError(f"invalid sample fraction: {self.sample_fraction!r} (in (0, 1])")
+        target = self.oversample_target
+        if target is not None and (not isinstance(target, int | float) or not 0 < target <= 1):
+            raise ValueError(
+                f"invalid oversample target: {target!r} (minority/majority ratio in (0, 1])"
+            )
+
+    def _check_window(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, datetime):
+                raise ValueError(f"invalid {name}: {value!r} (a datetime)")
+        if (self.start or self.end) and not self.definition.timestamp_column:
+            raise ValueError(f"dataset {self.definition.name!r} has no timestamp column")
+        if self.start and self.end and as_utc(self.start) >= as_utc(self.end):
+            raise ValueError(
+                f"invalid time window: start {self.start} is not before end {self.end}"
+            )
+
+    def _check_columns(self) -> None:
+        definition = self.definition
+        if self.key_columns is not None:
+            identifiers.validate_columns(definition, tuple(self.key_columns), "key column")
+        for name in self.non_negative:
+            identifiers.validate_column(definition, name, "non-negative filter column")
+            if definition.column(name).type.value not in ("INT64", "FLOAT64"):
+                raise ValueError(f"invalid non-negative filter column: {name!r} is not numeric")
+        if self.stratify_by is not None and self.stratify_by != definition.label.name:
+            identifiers.validate_column(definition, self.stratify_by, "stratify-by column")
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime (naive values are taken as UTC, like BigQuery TIMESTAMP literals)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

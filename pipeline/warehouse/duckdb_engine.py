@@ -1,0 +1,153 @@
+"""The embedded engine: the BigQuery SQL, transpiled by sqlglot, on a DuckDB file."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.dataset import DatasetDefinition
+from pipeline.warehouse import fingerprint
+from pipeline.warehouse.config import SPLIT_NAMES
+from pipeline.warehouse.engine import SplitOutput
+from pipeline.warehouse.query import Query
+from pipeline.warehouse.schema import split_file_arrow_type
+
+PARTITION_DIR = "_partitions"
+
+
+def transpile(query: Query) -> str:
+    """DuckDB text of a BigQuery query; its ``$name`` parameters must be exactly the query's."""
+    import sqlglot
+    from sqlglot import exp
+
+    (duckdb_sql,) = sqlglot.transpile(query.sql, read="bigquery", write="duckdb", pretty=True)
+    placeholders = sqlglot.parse_one(duckdb_sql, read="duckdb").find_all(exp.Placeholder)
+    names = {p.name for p in placeholders}
+    if names != set(query.params):
+        raise ValueError(
+            f"{query.name}: transpiled parameters {sorted(names)} differ from the query's "
+            f"{sorted(query.params)}"
+        )
+    return duckdb_sql
+
+
+def duckdb_params(query: Query) -> dict[str, Any]:
+    """Parameter values for DuckDB: TIMESTAMPs become naive UTC, like the warehouse columns."""
+    values = {}
+    for name, value in query.params.items():
+        if isinstance(value, datetime) and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        values[name] = value
+    return values
+
+
+def expected_arrow_schema(definition: DatasetDefinition):
+    """The split files' schema: definition columns in order, TIMESTAMP as int64 seconds."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [(c.name, pa.type_for_alias(split_file_arrow_type(c.type))) for c in definition.columns]
+    )
+
+
+class DuckDBEngine:
+    """Runs the warehouse queries on a DuckDB file, opened read-only."""
+
+    name = "duckdb"
+    writes_locally = True
+
+    def __init__(self, database: Path, threads: int | None = None) -> None:
+        self.database = Path(database)
+        self.threads = threads
+
+    def connect(self):
+        """A read-only connection with BigQuery's FARM_FINGERPRINT registered."""
+        import duckdb
+
+        if not self.database.is_file():
+            raise FileNotFoundError(
+                f"warehouse {self.database} not found (python -m pipeline.data prepare)"
+            )
+        connection = duckdb.connect(str(self.database), read_only=True)
+        fingerprint.register_duckdb(connection)
+        # COPY may stream in any order: splits are sets, not sequences.
+        connection.execute("SET preserve_insertion_order = false")
+        connection.execute("SET enable_progress_bar = false")
+        if self.threads:
+            connection.execute(f"SET threads = {int(self.threads)}")
+        return connection
+
+    def dry_run(self, queries: list[Query]) -> dict[str, Any]:
+        """Transpile and plan every query (binds parameters and names) without running it."""
+        connection = self.connect()
+        try:
+            for query in queries:
+                connection.execute("EXPLAIN " + transpile(query), duckdb_params(query))
+        finally:
+            connection.close()
+        return {"engine": self.name, "planned": [q.name for q in queries]}
+
+    def filter_counts(self, query: Query) -> tuple[dict[str, int], str]:
+        sql = transpile(query)
+        connection = self.connect()
+        try:
+            cursor = connection.execute(sql, duckdb_params(query))
+            names = [d[0] for d in cursor.description]
+            row = cursor.fetchone()
+        finally:
+            connection.close()
+        return {n: int(v) for n, v in zip(names, row, strict=True)}, sql
+
+    def write_splits(
+        self, query: Query, destination: str, definition: DatasetDefinition
+    ) -> SplitOutput:
+        """COPY the split query to Parquet partitioned by split, then lay out one dir per split."""
+        sql = transpile(query)
+        staging = Path(destination)
+        partitions = staging / PARTITION_DIR
+        copy = (
+            f"COPY (\n{sql}\n) TO {_literal(str(partitions))} "
+            "(FORMAT PARQUET, PARTITION_BY (_split), OVERWRITE_OR_IGNORE)"
+        )
+        connection = self.connect()
+        try:
+            connection.execute(copy, duckdb_params(query))
+        finally:
+            connection.close()
+        found = {p.name for p in partitions.iterdir()} if partitions.is_dir() else set()
+        unknown = found - {f"_split={split}" for split in SPLIT_NAMES}
+        if unknown:
+            raise RuntimeError(f"split query produced unexpected partitions: {sorted(unknown)}")
+        schema = expected_arrow_schema(definition)
+        dirs, rows = {}, {}
+        for split in SPLIT_NAMES:
+            files = sorted((partitions / f"_split={split}").glob("*.parquet"))
+            dirs[split], rows[split] = _lay_out_split(files, staging / split, schema)
+        shutil.rmtree(partitions, ignore_errors=True)
+        return SplitOutput(dirs, rows, {query.name: copy})
+
+
+def _lay_out_split(files: list[Path], split_dir: Path, schema) -> tuple[str, int]:
+    """Move a split's files to ``part-NNNNN.parquet`` (an empty file when there are none)."""
+    import pyarrow.parquet as pq
+
+    split_dir.mkdir(parents=True)
+    if not files:
+        pq.write_table(schema.empty_table(), split_dir / "part-00000.parquet")
+        return str(split_dir), 0
+    rows = 0
+    for index, path in enumerate(files):
+        parquet = pq.ParquetFile(path)
+        if not parquet.schema_arrow.equals(schema):
+            raise TypeError(
+                f"{path}: schema {parquet.schema_arrow} differs from the definition's {schema}"
+            )
+        rows += parquet.metadata.num_rows
+        path.rename(split_dir / f"part-{index:05d}.parquet")
+    return str(split_dir), rows
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,8 @@
+-- How many rows each named filter removes, applied in order (a row is charged to the first
+-- filter it fails), plus the input row count: input = kept + sum(removed).
+-- BigQuery Standard SQL; values are query parameters (@name).
+WITH
+{{ source_cte }}
+SELECT
+  COUNT(*) AS input_rows{{ removed_counts }}
+FROM source

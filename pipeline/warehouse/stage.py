@@ -1,0 +1,182 @@
+"""The warehouse stage: filter, sample and split the raw table into Parquet split directories.
+
+``run_split(config, output_dir)`` renders the BigQuery SQL once, hands it to the configured
+engine, checks the counts add up and publishes ``output_dir/{train,eval,test}/part-*.parquet``
+atomically: everything is written to a staging directory beside ``output_dir`` and renamed into
+place at the end, so a failed run leaves nothing at ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pipeline.warehouse.config import SPLIT_NAMES, SplitConfig
+from pipeline.warehouse.engine import Engine, SplitOutput, json_value
+from pipeline.warehouse.query import Query, filter_counts_query, split_query
+
+MANIFEST_FILE = "warehouse_manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitResult:
+    """What a warehouse run produced, and from what."""
+
+    engine: str
+    output_dir: str
+    split_dirs: dict[str, str]
+    split_rows: dict[str, int]
+    removed_rows: dict[str, int]  # per named filter, in the order the filters apply
+    input_rows: int
+    sql: dict[str, str]  # statements actually run, in the engine's dialect
+    source_sql: dict[str, str]  # the BigQuery Standard SQL they were rendered from
+    params: dict[str, Any]
+    seconds: float
+    config: dict[str, Any]
+
+    @property
+    def kept_rows(self) -> int:
+        return self.input_rows - sum(self.removed_rows.values())
+
+    def to_manifest(self) -> dict[str, Any]:
+        """JSON-serializable record of the run (for the run manifest)."""
+        manifest = dataclasses.asdict(self)
+        manifest["params"] = {k: json_value(v) for k, v in self.params.items()}
+        manifest["kept_rows"] = self.kept_rows
+        return manifest
+
+
+def make_engine(config: SplitConfig, client: Any = None) -> Engine:
+    """The engine ``config`` names (``client`` is an optional BigQuery client, for tests)."""
+    if config.engine == "duckdb":
+        from pipeline.warehouse.duckdb_engine import DuckDBEngine
+
+        return DuckDBEngine(config.warehouse)
+    from pipeline.warehouse.bigquery_engine import BigQueryEngine
+
+    return BigQueryEngine(config.bigquery, client=client)
+
+
+def dry_run(config: SplitConfig, engine: Engine | None = None) -> dict[str, Any]:
+    """Render and check the queries without running them (BigQuery: bytes they would scan)."""
+    engine = engine or make_engine(config)
+    queries = [filter_counts_query(config), split_query(config)]
+    report = engine.dry_run(queries)
+    return {**report, "sql": {q.name: q.sql for q in queries}}
+
+
+def run_split(
+    config: SplitConfig,
+    output_dir: Path | str,
+    *,
+    engine: Engine | None = None,
+    overwrite: bool = False,
+) -> SplitResult:
+    """Split the warehouse table into ``output_dir/{train,eval,test}``; see the module doc.
+
+    With the BigQuery engine ``output_dir`` is a ``gs://`` URI and the splits are exported there
+    (GCS has no atomic rename; the per-split tables are the published artifact).
+    """
+    started = time.monotonic()
+    engine = engine or make_engine(config)
+    counts_query, split = filter_counts_query(config), split_query(config)
+    if engine.writes_locally:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and not overwrite:
+            raise FileExistsError(f"{output_dir} exists (pass overwrite=True to replace it)")
+    counts, counts_sql = engine.filter_counts(counts_query)
+    if engine.writes_locally:
+        output, staging = _write_staged(engine, config, split, Path(output_dir))
+    else:
+        output, staging = engine.write_splits(split, str(output_dir), config.definition), None
+    result = _result(config, engine, output, counts, counts_sql, (counts_query, split), started)
+    if staging is None:
+        return result
+    try:
+        _check_counts(config, result)
+        _write_manifest(staging, result)
+        _publish(staging, Path(output_dir), overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _write_staged(
+    engine: Engine, config: SplitConfig, query: Query, output_dir: Path
+) -> tuple[SplitOutput, Path]:
+    """Run the split into a fresh staging dir beside ``output_dir``; final paths in the output."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = output_dir.parent / f".{output_dir.name}.staging-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        output = engine.write_splits(query, str(staging), config.definition)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final_dirs = {split: str(output_dir / split) for split in output.split_dirs}
+    return dataclasses.replace(output, split_dirs=final_dirs), staging
+
+
+def _result(
+    config: SplitConfig,
+    engine: Engine,
+    output: SplitOutput,
+    counts: dict[str, int],
+    counts_sql: str,
+    queries: tuple[Query, Query],
+    started: float,
+) -> SplitResult:
+    removed = {k.removeprefix("removed_"): v for k, v in counts.items() if k != "input_rows"}
+    output_dir = str(Path(next(iter(output.split_dirs.values()))).parent)
+    params: dict[str, Any] = {}
+    for query in queries:
+        params.update(query.params)
+    return SplitResult(
+        engine=engine.name,
+        output_dir=output_dir,
+        split_dirs={s: output.split_dirs[s] for s in SPLIT_NAMES},
+        split_rows={s: output.split_rows[s] for s in SPLIT_NAMES},
+        removed_rows=removed,
+        input_rows=counts["input_rows"],
+        sql={queries[0].name: counts_sql, **output.executed},
+        source_sql={q.name: q.sql for q in queries},
+        params=params,
+        seconds=round(time.monotonic() - started, 3),
+        config=config.to_dict(),
+    )
+
+
+def _check_counts(config: SplitConfig, result: SplitResult) -> None:
+    """Without oversampling every kept row is in exactly one split; anything else is a bug."""
+    if config.oversampling:
+        return
+    written = sum(result.split_rows.values())
+    if written != result.kept_rows:
+        raise RuntimeError(
+            f"split rows {written} != input {result.input_rows} - removed "
+            f"{sum(result.removed_rows.values())}: the filters and the split disagree"
+        )
+
+
+def _write_manifest(staging: Path, result: SplitResult) -> None:
+    text = json.dumps(result.to_manifest(), indent=2, sort_keys=True) + "\n"
+    (staging / MANIFEST_FILE).write_text(text)
+
+
+def _publish(staging: Path, output_dir: Path, overwrite: bool) -> None:
+    """Rename the staging dir to ``output_dir`` (replacing an old one only when asked)."""
+    previous = None
+    if output_dir.exists():
+        if not overwrite:
+            raise FileExistsError(f"{output_dir} appeared while the split was running")
+        previous = output_dir.with_name(f".{output_dir.name}.replaced-{uuid.uuid4().hex[:12]}")
+        output_dir.rename(previous)
+    staging.rename(output_dir)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
