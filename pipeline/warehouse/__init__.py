@@ -4,7 +4,20 @@ The SQL is written once in BigQuery Standard SQL (``sql/*.sql``) and runs either
 transpiled by sqlglot, on an embedded DuckDB file with identical results.
 """
 
-from pipeline.warehouse.config import SPLIT_NAMES, BigQueryOptions, SplitConfig
+from pipeline.warehouse.config import (
+    SPLIT_NAMES,
+    BigQueryOptions,
+    SplitConfig,
+    default_split_config,
+)
 from pipeline.warehouse.stage import SplitResult, dry_run, run_split
 
-__all__ = ["SPLIT_NAMES", "BigQueryOptions", "SplitConfig", "SplitResult", "dry_run", "run_split"]
+__all__ = [
+    "SPLIT_NAMES",
+    "BigQueryOptions",
+    "SplitConfig",
+    "SplitResult",
+    "default_split_config",
+    "dry_run",
+    "run_split",
+]

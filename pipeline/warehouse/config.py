@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pipeline.dataset import DatasetDefinition
@@ -166,6 +166,39 @@ class SplitConfig:
                 raise ValueError(f"invalid non-negative filter column: {name!r} is not numeric")
         if self.stratify_by is not None and self.stratify_by != definition.label.name:
             identifiers.validate_column(definition, self.stratify_by, "stratify-by column")
+
+
+def default_split_config(
+    definition: DatasetDefinition = TAXI,
+    *,
+    start: str | date | datetime | None = None,
+    end: str | date | datetime | None = None,
+    **overrides,
+) -> SplitConfig:
+    """The end-to-end run's config for ``definition``, optionally limited to a data interval.
+
+    ``start``/``end`` accept ISO dates or datetimes (strings as a DAG passes them); dates mean
+    midnight UTC. ``overrides`` are any other :class:`SplitConfig` fields.
+    """
+    return SplitConfig(
+        definition=definition, start=to_datetime(start), end=to_datetime(end), **overrides
+    )
+
+
+def to_datetime(value: str | date | datetime | None) -> datetime | None:
+    """An aware UTC datetime from an ISO string, a date (midnight UTC) or a datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"invalid date or timestamp: {value!r} (ISO 8601)") from None
+    if not isinstance(value, datetime):
+        if not isinstance(value, date):
+            raise ValueError(f"invalid date or timestamp: {value!r}")
+        value = datetime(value.year, value.month, value.day)
+    return as_utc(value)
 
 
 def as_utc(value: datetime) -> datetime:

@@ -43,6 +43,16 @@ class SplitResult:
     def kept_rows(self) -> int:
         return self.input_rows - sum(self.removed_rows.values())
 
+    @property
+    def splits(self) -> dict[str, str]:
+        """Alias of ``split_dirs`` (split name -> directory or URI)."""
+        return self.split_dirs
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        """Alias of ``split_rows`` (split name -> rows written)."""
+        return self.split_rows
+
     def to_manifest(self) -> dict[str, Any]:
         """JSON-serializable record of the run (for the run manifest)."""
         manifest = dataclasses.asdict(self)
@@ -76,13 +86,17 @@ def run_split(
     *,
     engine: Engine | None = None,
     overwrite: bool = False,
+    db_path: Path | None = None,
 ) -> SplitResult:
     """Split the warehouse table into ``output_dir/{train,eval,test}``; see the module doc.
 
-    With the BigQuery engine ``output_dir`` is a ``gs://`` URI and the splits are exported there
-    (GCS has no atomic rename; the per-split tables are the published artifact).
+    ``db_path`` overrides ``config.warehouse`` (the DuckDB file). With the BigQuery engine
+    ``output_dir`` is a ``gs://`` URI and the splits are exported there (GCS has no atomic
+    rename; the per-split tables are the published artifact).
     """
     started = time.monotonic()
+    if db_path is not None:
+        config = dataclasses.replace(config, warehouse=Path(db_path))
     engine = engine or make_engine(config)
     counts_query, split = filter_counts_query(config), split_query(config)
     if engine.writes_locally:
