@@ -1,0 +1,345 @@
+"""Validation stage: real TFDV statistics on the Beam DirectRunner over small Parquet splits.
+
+Splits are cut from the taxi sample (train 4,000 rows; eval/serving 1,000 each) and each fault is
+injected into an otherwise clean copy, so every test can demand that exactly its fault is named.
+Statistics are computed once per module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
+from validation_data import find_sample, read_sample, split_file_schema, write_split
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.dataset import ColumnType
+from pipeline.datasets.taxi import TAXI
+from pipeline.validate import (
+    Check,
+    Severity,
+    SeverityConfig,
+    ValidationFailed,
+    check,
+    compute_statistics,
+    load_schema,
+    load_statistics,
+    main,
+    validate_statistics,
+)
+from pipeline.validation.batches import to_validation_batch
+from pipeline.validation.comparators import quantile_bin_jsd
+
+SAMPLE = find_sample()
+needs_sample = pytest.mark.skipif(SAMPLE is None, reason="taxi sample CSV not available")
+
+_SCHEMA_TYPES = {
+    ColumnType.INT64: schema_pb2.INT,
+    ColumnType.TIMESTAMP: schema_pb2.INT,
+    ColumnType.FLOAT64: schema_pb2.FLOAT,
+    ColumnType.STRING: schema_pb2.BYTES,
+}
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+def _splits(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Clean splits plus one faulty copy per injected fault."""
+    order = np.random.default_rng(0).permutation(len(frame))
+    train = frame.iloc[order[:4000]].reset_index(drop=True)
+    eval_ = frame.iloc[order[4000:5000]].reset_index(drop=True)
+    serving = frame.iloc[order[5000:6000]].drop(columns=["tips"]).reset_index(drop=True)
+    rows = np.arange(len(eval_))
+
+    new_payment = serving.copy()
+    new_payment.loc[rows % 20 == 0, "payment_type"] = "Bitcoin"
+    missing_and_new = serving.drop(columns=["trip_miles"]).assign(driver_rating=4.5)
+    null_fare = eval_.copy()
+    null_fare.loc[rows % 50 == 0, "fare"] = np.nan
+    string_seconds = eval_.assign(trip_seconds=eval_["trip_seconds"].astype("string"))
+    drifted = eval_.copy()
+    drifted.loc[(drifted["payment_type"] == "Cash") & (rows % 2 == 0), "payment_type"] = (
+        "Credit Card"
+    )
+    return {
+        "train": train,
+        "eval": eval_,
+        "serving": serving,
+        "serving_new_payment": new_payment,
+        "eval_fare_cents": eval_.assign(fare=eval_["fare"] * 100),
+        "serving_missing_and_new": missing_and_new,
+        "eval_null_fare": null_fare,
+        "eval_string_seconds": string_seconds,
+        "serving_skewed": serving.assign(fare=serving["fare"] * 1.5),
+        "eval_drifted": drifted,
+    }
+
+
+@pytest.fixture(scope="module")
+def split_patterns(tmp_path_factory) -> dict[str, str]:
+    if SAMPLE is None:
+        pytest.skip("taxi sample CSV not available")
+    root = tmp_path_factory.mktemp("validation_splits")
+    contract = split_file_schema(TAXI)
+    splits = _splits(read_sample(TAXI, SAMPLE))
+    patterns = {}
+    for name, frame in splits.items():
+        # Faulty frames keep their own columns and types; the others follow the contract.
+        conforming = frame.dtypes.equals(splits["train"].dtypes)
+        patterns[name] = write_split(frame, root / name, contract if conforming else None)
+    return patterns
+
+
+@pytest.fixture(scope="module")
+def stats(
+    split_patterns, tmp_path_factory
+) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+    out = tmp_path_factory.mktemp("validation_stats")
+    return {
+        name: compute_statistics(pattern, out / f"{name}.pb")
+        for name, pattern in split_patterns.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def schema() -> schema_pb2.Schema:
+    return load_schema("taxi")
+
+
+def _kinds(report, feature: str) -> set[str]:
+    return {a.kind for a in report.find(feature)}
+
+
+# ---- the committed schema ------------------------------------------------------------------
+
+
+def test_schema_agrees_with_dataset_definition(schema):
+    by_name = {f.name: f for f in schema.feature}
+    assert list(by_name) == list(TAXI.column_names)
+    for column in TAXI.columns:
+        feature = by_name[column.name]
+        assert feature.type == _SCHEMA_TYPES[column.type], column.name
+        required = feature.presence.min_fraction >= 1.0
+        assert required == (not column.nullable), column.name
+        serving_only_absent = "SERVING" in feature.not_in_environment
+        assert serving_only_absent == (column.name in TAXI.label_only_columns), column.name
+    assert set(schema.default_environment) == {"TRAINING", "SERVING"}
+
+
+def test_schema_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_schema("taxi").feature
+
+
+# ---- clean data ----------------------------------------------------------------------------
+
+
+@needs_sample
+def test_clean_data_has_no_anomalies(stats, schema):
+    reports = [
+        validate_statistics(stats["eval"], schema, "TRAINING", previous_stats=stats["train"]),
+        validate_statistics(stats["train"], schema, "TRAINING", serving_stats=stats["serving"]),
+        validate_statistics(stats["serving"], schema, "SERVING"),
+    ]
+    for report in reports:
+        assert report.anomalies == (), report.describe()
+        check(report)
+    compared = {(m.feature, m.check) for r in reports for m in r.measurements}
+    assert ("fare", Check.SKEW) in compared and ("payment_type", Check.DRIFT) in compared
+    assert not any(m.exceeded for r in reports for m in r.measurements)
+
+
+@needs_sample
+def test_tips_absent_in_serving_is_not_an_anomaly(stats, schema):
+    assert not validate_statistics(stats["serving"], schema, "SERVING").find("tips")
+    as_training = validate_statistics(stats["serving"], schema, "TRAINING")
+    assert _kinds(as_training, "tips") == {"SCHEMA_MISSING_COLUMN"}
+
+
+# ---- injected faults -----------------------------------------------------------------------
+
+
+@needs_sample
+def test_new_payment_type_is_blocking(stats, schema):
+    report = validate_statistics(stats["serving_new_payment"], schema, "SERVING")
+    assert _kinds(report, "payment_type") == {"ENUM_TYPE_UNEXPECTED_STRING_VALUES"}
+    assert [a.feature for a in report.anomalies] == ["payment_type"]
+    with pytest.raises(ValidationFailed, match=r"payment_type .*Bitcoin \(~5%\)"):
+        check(report)
+
+
+@needs_sample
+def test_fare_in_cents_is_out_of_range(stats, schema):
+    report = validate_statistics(stats["eval_fare_cents"], schema, "TRAINING")
+    assert [a.feature for a in report.anomalies] == ["fare"]
+    assert _kinds(report, "fare") == {"FLOAT_TYPE_BIG_FLOAT"}
+    with pytest.raises(ValidationFailed) as failure:
+        check(report)
+    max_fare = _max_value(stats["eval_fare_cents"], "fare")
+    assert "fare" in str(failure.value) and f"{max_fare:g}" in str(failure.value)
+
+
+def _max_value(stats: statistics_pb2.DatasetFeatureStatisticsList, name: str) -> float:
+    feature = next(f for f in stats.datasets[0].features if f.path.step[0] == name)
+    return feature.num_stats.max
+
+
+@needs_sample
+def test_missing_and_unexpected_columns(stats, schema):
+    report = validate_statistics(stats["serving_missing_and_new"], schema, "SERVING")
+    assert _kinds(report, "trip_miles") == {"SCHEMA_MISSING_COLUMN"}
+    assert _kinds(report, "driver_rating") == {"SCHEMA_NEW_COLUMN"}
+    assert {a.feature for a in report.blocking} == {"trip_miles", "driver_rating"}
+
+
+@needs_sample
+def test_nulls_in_required_feature(stats, schema):
+    report = validate_statistics(stats["eval_null_fare"], schema, "TRAINING")
+    assert {a.feature for a in report.anomalies} == {"fare"}
+    # The shape (a dense value in every row) breaks along with the presence fraction.
+    assert _kinds(report, "fare") == {"FEATURE_TYPE_LOW_FRACTION_PRESENT", "INVALID_FEATURE_SHAPE"}
+    with pytest.raises(ValidationFailed, match=r"fare .*0\.98"):
+        check(report)
+
+
+@needs_sample
+def test_string_where_a_number_belongs(stats, schema):
+    report = validate_statistics(stats["eval_string_seconds"], schema, "TRAINING")
+    assert [a.feature for a in report.blocking] == ["trip_seconds"]
+    assert _kinds(report, "trip_seconds") == {"UNEXPECTED_DATA_TYPE"}
+    with pytest.raises(ValidationFailed, match=r"trip_seconds .*Expected data of type: INT"):
+        check(report)
+
+
+@needs_sample
+def test_serving_skew_past_threshold_blocks(stats, schema):
+    report = validate_statistics(
+        stats["train"], schema, "TRAINING", serving_stats=stats["serving_skewed"]
+    )
+    (anomaly,) = report.anomalies
+    assert (anomaly.feature, anomaly.kind, anomaly.check) == (
+        "fare",
+        "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH",
+        Check.SKEW,
+    )
+    assert anomaly.severity is Severity.BLOCKING
+    (measured,) = [m for m in report.measurements if m.feature == "fare"]
+    assert measured.exceeded and measured.threshold == pytest.approx(0.03)
+    with pytest.raises(ValidationFailed, match=rf"fare .*{measured.value:.4g}.*0\.03"):
+        check(report)
+
+
+@needs_sample
+def test_drift_past_threshold_warns_by_default_and_blocks_when_configured(stats, schema):
+    args = (stats["eval_drifted"], schema, "TRAINING")
+    report = validate_statistics(*args, previous_stats=stats["train"])
+    (anomaly,) = report.anomalies
+    assert (anomaly.feature, anomaly.kind, anomaly.check) == (
+        "payment_type",
+        "COMPARATOR_L_INFTY_HIGH",
+        Check.DRIFT,
+    )
+    assert anomaly.severity is Severity.WARNING
+    check(report)  # a warning does not stop the run
+
+    strict = SeverityConfig.from_dict({"default": "BLOCKING"})
+    with pytest.raises(ValidationFailed, match=r"payment_type .*above the threshold 0\.1"):
+        check(validate_statistics(*args, previous_stats=stats["train"], severity=strict))
+
+
+# ---- report, config, CLI, statistics files -------------------------------------------------
+
+
+@needs_sample
+def test_manifest_is_json(stats, schema):
+    report = validate_statistics(stats["eval_fare_cents"], schema, "TRAINING")
+    manifest = json.loads(json.dumps(report.to_manifest()))
+    assert manifest["passed"] is False and manifest["blocking"] == 1
+    assert manifest["anomalies"][0]["severity"] == "BLOCKING"
+
+
+def test_severity_rules_first_match_wins():
+    config = SeverityConfig.from_dict(
+        {
+            "default": "WARNING",
+            "rules": [
+                {"feature": "company", "kind": "ENUM_*", "severity": "WARNING"},
+                {"kind": "ENUM_*", "severity": "BLOCKING"},
+            ],
+        }
+    )
+    kind = "ENUM_TYPE_UNEXPECTED_STRING_VALUES"
+    assert config.severity_of("company", kind, Check.SCHEMA) is Severity.WARNING
+    assert config.severity_of("payment_type", kind, Check.SCHEMA) is Severity.BLOCKING
+    assert config.severity_of("fare", "FLOAT_TYPE_BIG_FLOAT", Check.SCHEMA) is Severity.WARNING
+    with pytest.raises(ValueError, match="unknown"):
+        SeverityConfig.from_dict({"rule": []})
+
+
+@needs_sample
+def test_cli_check_exit_status(stats, split_patterns, tmp_path, capsys):
+    clean, faulty = tmp_path / "clean.pb", tmp_path / "faulty.pb"
+    clean.write_bytes(stats["serving"].SerializeToString())
+    faulty.write_bytes(stats["serving_new_payment"].SerializeToString())
+    report_path = tmp_path / "report.json"
+
+    assert main(["check", "--stats", str(clean), "--environment", "SERVING"]) == 0
+    status = main(
+        ["check", "--stats", str(faulty), "--environment", "SERVING", "--report", str(report_path)]
+    )
+    assert status == 1
+    assert "payment_type" in capsys.readouterr().out
+    assert json.loads(report_path.read_text())["blocking"] == 1
+
+
+@needs_sample
+def test_cli_infer_prints_difference(split_patterns, capsys):
+    assert main(["infer", "--input", split_patterns["eval_string_seconds"]]) == 0
+    out = capsys.readouterr().out
+    assert "trip_seconds: type: INT -> BYTES" in out
+
+
+@needs_sample
+def test_statistics_file_is_published_whole(stats, split_patterns, tmp_path):
+    output = tmp_path / "stats" / "serving.pb"
+    compute_statistics(split_patterns["serving"], output)
+    assert load_statistics(output).datasets[0].num_examples == 1000
+    assert [p.name for p in output.parent.iterdir()] == ["serving.pb"]
+
+
+def test_missing_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        compute_statistics(str(tmp_path / "nothing-here" / "*.parquet"), tmp_path / "s.pb")
+
+
+# ---- units ---------------------------------------------------------------------------------
+
+
+def test_validation_batch_keeps_nulls_as_missing():
+    flat = pa.RecordBatch.from_pydict(
+        {"x": pa.array([1, None, 3], pa.int64()), "s": pa.array(["a", "b", None])}
+    )
+    batch = to_validation_batch(flat)
+    assert batch.column(0).to_pylist() == [[1], None, [3]]
+    assert batch.column(1).to_pylist() == [[b"a"], [b"b"], None]
+
+
+def test_quantile_bin_jsd_bounds():
+    def histogram(edges: list[float]) -> statistics_pb2.Histogram:
+        result = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+        for low, high in itertools.pairwise(edges):
+            result.buckets.add(low_value=low, high_value=high, sample_count=10)
+        return result
+
+    base = histogram([0, 1, 2, 3, 4])
+    assert quantile_bin_jsd(base, histogram([0, 1, 2, 3, 4])) == pytest.approx(0.0)
+    shifted = quantile_bin_jsd(base, histogram([0, 1.5, 3, 4.5, 6]))
+    # Mass beyond the baseline's range all lands in its top bin, which holds 1/4 of the baseline.
+    beyond = quantile_bin_jsd(base, histogram([10, 11, 12]))
+    assert 0 < shifted < beyond < 1
