@@ -1,0 +1,527 @@
+"""Warehouse stage: BigQuery SQL on DuckDB, hash/stratified/oversampled splits, safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import farmhash
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlglot
+
+from pipeline import sample
+from pipeline.data import build_synthetic_warehouse, ensure_taxi_warehouse
+from pipeline.datasets.taxi import TAXI
+from pipeline.warehouse import SPLIT_NAMES, BigQueryOptions, SplitConfig, run_split
+from pipeline.warehouse import fingerprint as fp
+from pipeline.warehouse.bigquery_engine import BigQueryEngine
+from pipeline.warehouse.duckdb_engine import DuckDBEngine, transpile
+from pipeline.warehouse.identifiers import TableRef
+from pipeline.warehouse.query import (
+    Query,
+    filter_counts_query,
+    reference_key,
+    reference_split,
+    split_query,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TABLE = "chicago_taxi_trips.taxi_trips"
+
+# FARM_FINGERPRINT values published for BigQuery: the hash-functions reference page example
+# (CONCAT of CAST(x AS STRING), y, CAST(z AS STRING)) and ZetaSQL's compliance tests.
+DOCUMENTED_FINGERPRINTS = {
+    "1footrue": -1541654101129638711,
+    "2applefalse": 2794438866806483259,
+    "3true": -4880158226897771312,
+    "": -7286425919675154353,
+    "\x00": -4728684028706075820,
+    "a b c d": -3676552216144541872,
+    "a b\x00c d": -4659737306420982693,
+    "abcABCжщфЖЩФ": 3736580821998982030,
+    "Моша_öá5ホバークラフト鰻鰻": 4918483674106117036,
+}
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def taxi_db() -> Path:
+    return ensure_taxi_warehouse(REPO_ROOT / "data")
+
+
+@pytest.fixture(scope="module")
+def taxi_default(taxi_db, tmp_path_factory):
+    out = tmp_path_factory.mktemp("default") / "splits"
+    return run_split(SplitConfig(warehouse=taxi_db), out)
+
+
+@pytest.fixture(scope="module")
+def dirty_db(tmp_path_factory) -> Path:
+    """2,000 synthetic trips with known defects, one per kind, to count what each filter removes."""
+    db = tmp_path_factory.mktemp("dirty") / "warehouse.duckdb"
+    build_synthetic_warehouse(db, rows=2_000, seed=11, start=date(2024, 1, 1), days=60)
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TEMP TABLE ids AS SELECT rowid AS id FROM " + TABLE)
+        defects = {
+            "tips = NULL": "rowid < 7",  # label_present: 7
+            "trip_start_timestamp = NULL": "rowid BETWEEN 7 AND 11",  # required_present: 5
+            "fare = -1.0": "rowid BETWEEN 12 AND 20",  # fare_non_negative: 9
+            "trip_seconds = -60": "rowid BETWEEN 21 AND 23",  # trip_seconds_non_negative: 3
+            "trip_seconds = NULL": "rowid BETWEEN 24 AND 30",  # kept: NULL is allowed
+        }
+        for assignment, where in defects.items():
+            con.execute(f"UPDATE {TABLE} SET {assignment} WHERE {where}")
+    return db
+
+
+def read_split(result, split: str) -> pa.Table:
+    return pq.read_table(result.split_dirs[split])
+
+
+def label(table: pa.Table) -> list[bool]:
+    tips, fares = table["tips"].to_pylist(), table["fare"].to_pylist()
+    return [t > 0.2 * f for t, f in zip(tips, fares, strict=True)]
+
+
+# ---- FARM_FINGERPRINT -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), DOCUMENTED_FINGERPRINTS.items())
+def test_farm_fingerprint_matches_bigquery(text, expected):
+    assert fp.farm_fingerprint(text) == expected
+
+
+def test_duckdb_udf_returns_bigquery_values_and_null_for_null():
+    con = duckdb.connect()
+    fp.register_duckdb(con)
+    texts = list(DOCUMENTED_FINGERPRINTS)
+    got = con.execute(
+        "SELECT farm_fingerprint(t) FROM UNNEST($texts) WITH ORDINALITY AS u(t, i) ORDER BY i",
+        {"texts": texts},
+    ).fetchall()
+    assert [v for (v,) in got] == list(DOCUMENTED_FINGERPRINTS.values())
+    assert con.execute("SELECT farm_fingerprint(NULL)").fetchone() == (None,)
+
+
+def test_pure_python_fingerprint_equals_farmhash_on_every_length():
+    """The path used for strings with NUL bytes agrees with pyfarmhash (all code paths < 300)."""
+    rng = random.Random(0)
+    for length in range(300):
+        text = "".join(rng.choice("az09|-é日 ") for _ in range(length))
+        assert fp.fingerprint64_bytes(text.encode()) == farmhash.fingerprint64(text)
+
+
+# ---- the split ------------------------------------------------------------------------------
+
+
+def test_split_files_have_the_definition_layout(taxi_default):
+    expected = [
+        (
+            c.name,
+            {"INT64": "int64", "FLOAT64": "double", "STRING": "string"}[c.type.split_file_type],
+        )
+        for c in TAXI.columns
+    ]
+    for split in SPLIT_NAMES:
+        files = sorted(Path(taxi_default.split_dirs[split]).glob("part-*.parquet"))
+        assert files, split
+        schema = pq.read_schema(files[0])
+        assert [(f.name, str(f.type)) for f in schema] == expected
+
+
+def test_default_split_counts_add_up_and_shares_match_ratios(taxi_default):
+    rows = taxi_default.split_rows
+    assert taxi_default.input_rows == 15_002
+    assert taxi_default.input_rows == sum(rows.values()) + sum(taxi_default.removed_rows.values())
+    assert list(taxi_default.removed_rows) == [
+        "label_present",
+        "required_present",
+        "fare_non_negative",
+        "trip_seconds_non_negative",
+    ]
+    for split, ratio in zip(SPLIT_NAMES, (0.8, 0.1, 0.1), strict=True):
+        assert abs(rows[split] / sum(rows.values()) - ratio) < 0.01, split
+
+
+def test_no_row_is_in_two_splits(taxi_default):
+    seen: dict[tuple, str] = {}
+    for split in SPLIT_NAMES:
+        for row in read_split(taxi_default, split).to_pylist():
+            key = tuple(row.values())
+            assert seen.setdefault(key, split) == split, f"{key} in {seen[key]} and {split}"
+
+
+def test_split_is_a_pure_function_of_key_and_salt(taxi_default):
+    """Every row's split equals the BigQuery formula computed in Python from its key and salt.
+
+    The BigQuery engine sends the very SQL text the DuckDB engine transpiles, so a row with the
+    same key lands in the same split on both engines.
+    """
+    salt = taxi_default.params["salt"]
+    for split in SPLIT_NAMES:
+        for row in read_split(taxi_default, split).to_pylist():
+            key = reference_key(TAXI, TAXI.column_names, row)
+            assert reference_split(key, salt, (0.8, 0.1, 0.1)) == split
+
+
+def test_same_sql_source_for_both_engines(taxi_db, tmp_path):
+    config = SplitConfig(warehouse=taxi_db, stratify_by="big_tipper", oversample_target=0.5)
+    bigquery_config = dataclasses.replace(
+        config, engine="bigquery", bigquery=BigQueryOptions("my-proj", "work")
+    )
+    client = FakeBigQueryClient()
+    bq = run_split(
+        bigquery_config, "gs://bucket/run", engine=BigQueryEngine(bigquery_config.bigquery, client)
+    )
+    local = run_split(config, tmp_path / "splits")
+    project_free = bq.source_sql["split"].replace("`my-proj`.", "")
+    assert project_free == local.source_sql["split"]
+    assert local.sql["split"].count(transpile(split_query(config))) == 1
+    assert bq.params == local.params
+
+
+def test_salt_and_key_columns_decide_the_assignment(taxi_db, tmp_path):
+    def assignment(salt: str, key_columns=None) -> dict[tuple, str]:
+        config = SplitConfig(warehouse=taxi_db, salt=salt, key_columns=key_columns)
+        result = run_split(config, tmp_path / str(len(list(tmp_path.iterdir()))))
+        return {
+            tuple(row.values()): split
+            for split in SPLIT_NAMES
+            for row in read_split(result, split).to_pylist()
+        }
+
+    first, again, other = assignment("a"), assignment("a"), assignment("b")
+    assert first == again
+    assert sum(first[k] != other[k] for k in first) > 0.1 * len(first)
+    by_company = assignment("a", ("company",))
+    companies: dict[str, set[str]] = {}
+    for row, split in by_company.items():
+        companies.setdefault(row[TAXI.column_names.index("company")], set()).add(split)
+    assert all(len(splits) == 1 for splits in companies.values())  # same key, same split
+
+
+def test_stratified_split_keeps_each_stratum_share(taxi_db, tmp_path):
+    config = SplitConfig(warehouse=taxi_db, stratify_by="payment_type")
+    result = run_split(config, tmp_path / "splits")
+    per_split = {s: Counter(read_split(result, s)["payment_type"].to_pylist()) for s in SPLIT_NAMES}
+    strata = Counter()
+    for counts in per_split.values():
+        strata.update(counts)
+    for stratum, total in strata.items():
+        if total < 100:  # rank-based shares are exact to one row: 1/total
+            continue
+        for split, ratio in zip(SPLIT_NAMES, (0.8, 0.1, 0.1), strict=True):
+            assert abs(per_split[split][stratum] / total - ratio) < 0.01, (stratum, split)
+
+
+def test_stratified_by_label(taxi_db, tmp_path):
+    result = run_split(SplitConfig(warehouse=taxi_db, stratify_by="big_tipper"), tmp_path / "s")
+    rates = {s: sum(label(read_split(result, s))) / result.split_rows[s] for s in SPLIT_NAMES}
+    assert max(rates.values()) - min(rates.values()) < 0.005
+
+
+def test_oversampling_reaches_target_in_train_only(taxi_db, tmp_path):
+    natural = run_split(SplitConfig(warehouse=taxi_db), tmp_path / "natural")
+    config = SplitConfig(warehouse=taxi_db, oversample_target=0.6)
+    over = run_split(config, tmp_path / "over")
+    train = label(read_split(over, "train"))
+    positives, negatives = sum(train), len(train) - sum(train)
+    assert positives / negatives == pytest.approx(0.6, abs=1 / negatives)
+    natural_train = label(read_split(natural, "train"))
+    assert sum(natural_train) / (len(natural_train) - sum(natural_train)) < 0.35
+    assert negatives == len(natural_train) - sum(natural_train)  # majority untouched
+    for split in ("eval", "test"):  # identical rows, so the natural label rate
+        assert sorted(map(str, read_split(over, split).to_pylist())) == sorted(
+            map(str, read_split(natural, split).to_pylist())
+        )
+
+
+def test_filter_counts_are_exact_and_add_up(dirty_db, tmp_path):
+    result = run_split(SplitConfig(warehouse=dirty_db), tmp_path / "splits")
+    assert result.removed_rows == {
+        "label_present": 7,
+        "required_present": 5,
+        "fare_non_negative": 9,
+        "trip_seconds_non_negative": 3,
+    }
+    assert result.input_rows == 2_000 == sum(result.split_rows.values()) + 24
+    kept = pa.concat_tables(read_split(result, s) for s in SPLIT_NAMES)
+    assert min(kept["fare"].to_pylist()) >= 0
+    durations = kept["trip_seconds"].to_pylist()
+    assert None in durations and all(d is None or d >= 0 for d in durations)
+
+
+def test_time_window_is_counted_first(dirty_db, tmp_path):
+    start, end = datetime(2024, 1, 8), datetime(2024, 2, 1)
+    result = run_split(SplitConfig(warehouse=dirty_db, start=start, end=end), tmp_path / "s")
+    window = "COALESCE(trip_start_timestamp >= $start AND trip_start_timestamp < $end, FALSE)"
+    with duckdb.connect(str(dirty_db), read_only=True) as con:
+        expected = con.execute(
+            f"SELECT COUNT(*) FILTER (WHERE NOT {window}), "
+            f"COUNT(*) FILTER (WHERE {window} AND tips IS NULL), "
+            f"COUNT(*) FILTER (WHERE {window} AND tips IS NOT NULL AND fare < 0) FROM {TABLE}",
+            {"start": start, "end": end},
+        ).fetchone()
+    removed = result.removed_rows
+    assert next(iter(removed)) == "time_window"
+    assert (removed["time_window"], removed["label_present"], removed["fare_non_negative"]) == (
+        expected
+    )
+    assert removed["required_present"] == 0  # NULL timestamps already fail the window
+    assert result.input_rows == sum(result.split_rows.values()) + sum(removed.values())
+    kept = pa.concat_tables(read_split(result, s) for s in SPLIT_NAMES)
+    seconds = kept["trip_start_timestamp"].to_pylist()
+    assert min(seconds) >= start.replace(tzinfo=UTC).timestamp()
+    assert max(seconds) < end.replace(tzinfo=UTC).timestamp()
+
+
+def test_sample_fraction_is_deterministic_and_counted(taxi_db, tmp_path):
+    config = SplitConfig(warehouse=taxi_db, sample_fraction=0.25)
+    first = run_split(config, tmp_path / "a")
+    second = run_split(config, tmp_path / "b")
+    assert first.split_rows == second.split_rows
+    kept = sum(first.split_rows.values())
+    assert abs(kept / 15_002 - 0.25) < 0.02
+    assert first.removed_rows["sample"] == 15_002 - kept
+
+
+# ---- injection and parameters ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("table", "chicago_taxi_trips.taxi_trips; DROP TABLE x", "table name"),
+        ("table", "chicago_taxi_trips.`taxi_trips`", "table name"),
+        ("table", "a.b.c.d", "table reference"),
+        ("key_columns", ("fare", "fare OR 1=1"), "key column"),
+        ("key_columns", ("driver_id",), "not a column"),
+        ("stratify_by", "payment_type = 'Cash'", "stratify-by column"),
+        ("non_negative", ("fare) OR (1=1",), "non-negative filter column"),
+        ("non_negative", ("company",), "not numeric"),
+        ("sample_fraction", 1.5, "sample fraction"),
+        ("ratios", (0.8, 0.3, 0.1), "split ratios"),
+        ("engine", "sqlite", "engine"),
+    ],
+)
+def test_bad_identifiers_and_values_are_refused(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        SplitConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"project": "my-proj`; DROP TABLE x; --"}, "project"),
+        ({"destination_dataset": "work; DELETE"}, "dataset"),
+        ({"export_uri": "gs://bucket/x' OR '1'='1"}, "GCS URI"),
+        ({"labels": (("Stage", "x"),)}, "label key"),
+    ],
+)
+def test_bad_bigquery_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        BigQueryOptions(**{"project": "my-proj", "destination_dataset": "work", **options})
+
+
+def test_values_travel_as_parameters_never_in_the_sql(taxi_db, tmp_path):
+    salt = "x'); DROP TABLE chicago_taxi_trips.taxi_trips; --"
+    config = SplitConfig(warehouse=taxi_db, salt=salt, sample_fraction=0.5)
+    for query in (split_query(config), filter_counts_query(config)):
+        assert salt not in query.sql and query.params["salt"] == salt
+    result = run_split(config, tmp_path / "splits")
+    assert sum(result.split_rows.values()) > 0
+    with duckdb.connect(str(taxi_db), read_only=True) as con:
+        assert con.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone() == (15_002,)
+
+
+def test_parameter_mapping_is_exact():
+    with pytest.raises(ValueError, match="parameters mismatch"):
+        Query("q", "SELECT @a + @b", {"a": 1})
+    with pytest.raises(ValueError, match="parameters mismatch"):
+        Query("q", "SELECT @a", {"a": 1, "extra": 2})
+    query = split_query(SplitConfig(start=datetime(2015, 1, 1), sample_fraction=0.5))
+    placeholders = {
+        p.name
+        for p in sqlglot.parse_one(transpile(query), read="duckdb").find_all(
+            sqlglot.exp.Placeholder
+        )
+    }
+    assert placeholders == set(query.params) >= {"start", "salt", "sample_fraction"}
+
+
+# ---- atomic publish -------------------------------------------------------------------------
+
+
+def test_failed_run_leaves_no_output_dir(taxi_db, tmp_path, monkeypatch):
+    def write_then_fail(self, query, destination, definition):
+        (Path(destination) / "train").mkdir()
+        (Path(destination) / "train" / "part-00000.parquet").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(DuckDBEngine, "write_splits", write_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_split(SplitConfig(warehouse=taxi_db), tmp_path / "splits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sql_error_leaves_no_output_dir(taxi_db, tmp_path):
+    config = SplitConfig(warehouse=taxi_db, table="chicago_taxi_trips.missing_table")
+    with pytest.raises(duckdb.CatalogException):
+        run_split(config, tmp_path / "splits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_kept_unless_overwrite(taxi_db, tmp_path):
+    out = tmp_path / "splits"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(FileExistsError):
+        run_split(SplitConfig(warehouse=taxi_db), out)
+    assert (out / "keep.txt").read_text() == "old"
+    result = run_split(SplitConfig(warehouse=taxi_db), out, overwrite=True)
+    assert not (out / "keep.txt").exists() and result.split_rows["train"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["splits"]
+
+
+def test_manifest_is_json_and_published_with_the_splits(taxi_default):
+    manifest = taxi_default.to_manifest()
+    assert json.loads(json.dumps(manifest)) == manifest
+    assert manifest["engine"] == "duckdb" and manifest["kept_rows"] == 15_002
+    assert set(manifest["sql"]) == {"filter_counts", "split"}
+    published = json.loads((Path(taxi_default.output_dir) / "warehouse_manifest.json").read_text())
+    assert published["split_rows"] == manifest["split_rows"]
+
+
+# ---- BigQuery engine, up to the wire --------------------------------------------------------
+
+
+class FakeRow(dict):
+    pass
+
+
+class FakeRows(list):
+    total_rows: int = 0
+
+
+class FakeJob:
+    def __init__(self, rows: FakeRows, total_bytes: int = 0) -> None:
+        self._rows = rows
+        self.total_bytes_processed = total_bytes
+
+    def result(self) -> FakeRows:
+        return self._rows
+
+
+class FakeBigQueryClient:
+    """Records every job; answers the filter counts and per-split row totals."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def query(self, sql, job_config=None, location=None, job_id_prefix=None):
+        self.calls.append(
+            {"sql": sql, "config": job_config, "location": location, "prefix": job_id_prefix}
+        )
+        rows = FakeRows()
+        if "AS input_rows" in sql:
+            names = [n for n in sqlglot.parse_one(sql, read="bigquery").named_selects]
+            rows.append(FakeRow({n: 100 if n == "input_rows" else 1 for n in names}))
+        elif "WHERE _split = @split" in sql:
+            rows.total_rows = 32
+        return FakeJob(rows, total_bytes=1_000_000)
+
+
+@pytest.fixture
+def bigquery_run():
+    options = BigQueryOptions(
+        project="my-proj", destination_dataset="work", location="EU", labels=(("run", "r1"),)
+    )
+    config = SplitConfig(
+        engine="bigquery", bigquery=options, start=datetime(2015, 1, 1), sample_fraction=0.5
+    )
+    client = FakeBigQueryClient()
+    result = run_split(config, "gs://my-bucket/runs/r1/", engine=BigQueryEngine(options, client))
+    return config, client, result
+
+
+def test_bigquery_jobs_carry_parameters_location_and_labels(bigquery_run):
+    config, client, _ = bigquery_run
+    counts, split = client.calls[0], client.calls[1]
+    assert counts["sql"] == filter_counts_query(config).sql
+    assert split["sql"] == split_query(config).sql
+    assert "`my-proj`.`chicago_taxi_trips`.`taxi_trips`" in split["sql"]
+    for call in client.calls:
+        assert call["location"] == "EU"
+        assert call["config"].labels == {"run": "r1"}
+        assert call["config"].use_legacy_sql is False
+        sqlglot.parse_one(call["sql"], read="bigquery")  # valid BigQuery syntax
+    params = {p.name: (p.type_, p.value) for p in split["config"].query_parameters}
+    assert params["start"] == ("TIMESTAMP", datetime(2015, 1, 1, tzinfo=UTC))
+    assert params["sample_fraction"] == ("FLOAT64", 0.5)
+    assert params["train_upper"] == ("INT64", 8000)
+    assert params["salt"] == ("STRING", config.salt)
+
+
+def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
+    _, client, result = bigquery_run
+    assigned = client.calls[1]["config"]
+    assert assigned.destination.table_id == "split_assigned"
+    assert assigned.write_disposition == "WRITE_TRUNCATE"
+    destinations = [
+        c["config"].destination.table_id for c in client.calls if c["config"].destination
+    ]
+    assert destinations == ["split_assigned", "split_train", "split_eval", "split_test"]
+    exports = [c["sql"] for c in client.calls if "EXPORT DATA" in c["sql"]]
+    assert len(exports) == 3
+    assert "uri = 'gs://my-bucket/runs/r1/train/part-*.parquet'" in exports[0]
+    assert "format = 'PARQUET'" in exports[0]
+    assert result.split_dirs["test"] == "gs://my-bucket/runs/r1/test"
+    assert result.split_rows == {"train": 32, "eval": 32, "test": 32}
+    assert result.input_rows == 100 and result.removed_rows["sample"] == 1
+
+
+def test_bigquery_dry_run_reports_bytes():
+    options = BigQueryOptions(project="my-proj", destination_dataset="work")
+    client = FakeBigQueryClient()
+    report = BigQueryEngine(options, client).dry_run([split_query(SplitConfig())])
+    assert report["total_bytes_processed"] == {"split": 1_000_000}
+    config = client.calls[0]["config"]
+    assert config.dry_run is True and config.use_query_cache is False
+
+
+def test_table_refs_render_quoted_parts():
+    ref = TableRef.parse("ds.t", project="my-proj")
+    assert ref.bigquery_sql() == "`my-proj`.`ds`.`t`"
+    assert ref.duckdb_sql() == '"ds"."t"'
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def test_cli_prints_counts(taxi_db, tmp_path, capsys):
+    out = tmp_path / "splits"
+    code = sample.main(
+        ["--db", str(taxi_db), "--output", str(out), "--split", "70,20,10", "--salt", "cli"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert sum(report["split_rows"].values()) == report["input_rows"] == 15_002
+    assert abs(report["split_rows"]["eval"] / 15_002 - 0.2) < 0.01
+
+
+def test_cli_rejects_injection(taxi_db, tmp_path, capsys):
+    code = sample.main(
+        ["--db", str(taxi_db), "--output", str(tmp_path / "o"), "--stratify-by", "fare; DROP"]
+    )
+    assert code == 2
+    assert "stratify-by column" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
