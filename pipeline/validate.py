@@ -24,6 +24,7 @@ from pipeline.validation import (
     load_schema,
     load_statistics,
     schema_path,
+    validate_splits,
     validate_statistics,
 )
 from pipeline.validation.cli import main
@@ -47,6 +48,7 @@ __all__ = [
     "load_statistics",
     "main",
     "schema_path",
+    "validate_splits",
     "validate_statistics",
 ]
 

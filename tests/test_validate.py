@@ -30,6 +30,7 @@ from pipeline.validate import (
     load_schema,
     load_statistics,
     main,
+    validate_splits,
     validate_statistics,
 )
 from pipeline.validation.batches import to_validation_batch
@@ -316,6 +317,46 @@ def test_statistics_file_is_published_whole(stats, split_patterns, tmp_path):
 def test_missing_input_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         compute_statistics(str(tmp_path / "nothing-here" / "*.parquet"), tmp_path / "s.pb")
+
+
+@needs_sample
+def test_validate_splits_runs_the_standard_checks(stats, schema):
+    reports = validate_splits(
+        {
+            "train": stats["train"],
+            "eval": stats["eval_drifted"],
+            "serving": stats["serving_skewed"],
+        },
+        schema,
+    )
+    assert list(reports) == ["train", "eval", "serving", "train vs serving"]
+    assert reports["train"].anomalies == reports["serving"].anomalies == ()
+    assert [(a.feature, a.check) for a in reports["eval"].anomalies] == [
+        ("payment_type", Check.DRIFT)
+    ]
+    assert [(a.feature, a.check) for a in reports["train vs serving"].anomalies] == [
+        ("fare", Check.SKEW)
+    ]
+
+
+@needs_sample
+def test_html_report_is_self_contained(stats, tmp_path, capsys):
+    files = {}
+    for split, name in (("train", "train"), ("eval", "eval_fare_cents"), ("serving", "serving")):
+        files[split] = tmp_path / f"{split}.pb"
+        files[split].write_bytes(stats[name].SerializeToString())
+    output = tmp_path / "report" / "validation.html"
+    argv = ["report", "--output", str(output), "--title", "Run <42>"]
+    for split, path in files.items():
+        argv += ["--stats", f"{split}={path}"]
+
+    assert main(argv) == 0
+    page = output.read_text()
+    assert "<script" not in page and "http" not in page and "<link" not in page
+    assert "Run &lt;42&gt;" in page
+    assert "FLOAT_TYPE_BIG_FLOAT" in page and "train vs serving" in page
+    assert "JENSEN_SHANNON_DIVERGENCE" in page and "L_INFTY" in page
+    assert [p.name for p in output.parent.iterdir()] == ["validation.html"]
 
 
 # ---- units ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pipeline.validation.schema import (
     load_schema,
     schema_path,
 )
+from pipeline.validation.splits import validate_splits
 from pipeline.validation.stats import compute_statistics, load_statistics
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "load_schema",
     "load_statistics",
     "schema_path",
+    "validate_splits",
     "validate_statistics",
 ]

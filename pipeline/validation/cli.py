@@ -4,6 +4,8 @@
     check --stats eval.pb --environment TRAINING [--previous-stats train.pb]
           [--serving-stats serving.pb] [--severity-config severity.json] [--report out.json]
     infer --input 'new/part-*.parquet' [--output candidate.pbtxt]
+    report --stats train=train.pb --stats eval=eval.pb --stats serving=serving.pb
+           --output validation.html [--severity-config severity.json]
 
 Arguments ``stats``/``infer`` do not recognize are passed to Beam (e.g. ``--runner``).
 ``check`` exits with status 1 when a blocking anomaly is found; ``infer`` never fails on a
@@ -21,6 +23,7 @@ from pathlib import Path
 import tensorflow_data_validation as tfdv
 
 from pipeline.validation.anomalies import DEFAULT_SEVERITY, SeverityConfig, validate_statistics
+from pipeline.validation.report import write_html
 from pipeline.validation.schema import (
     SCHEMAS_DIR,
     diff_schemas,
@@ -28,6 +31,7 @@ from pipeline.validation.schema import (
     load_schema,
     schema_path,
 )
+from pipeline.validation.splits import validate_splits
 from pipeline.validation.stats import compute_statistics, load_statistics
 
 EXIT_BLOCKING = 1
@@ -59,7 +63,32 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", type=Path, help="also write the candidate schema (pbtxt)")
     infer.add_argument("--stats-output", type=Path, help="keep the statistics here")
     _add_schema_args(infer)
+
+    report = commands.add_parser("report", help="HTML page: statistics, anomalies, skew/drift")
+    report.add_argument(
+        "--stats",
+        required=True,
+        action="append",
+        type=_named_path,
+        metavar="SPLIT=FILE",
+        help="statistics of one split; repeat (train, eval, serving, ...)",
+    )
+    report.add_argument("--output", required=True, type=Path)
+    report.add_argument("--title", default="Validation report")
+    report.add_argument("--severity-config", type=Path, help="JSON severity rules")
+    _add_schema_args(report)
     return parser
+
+
+def _named_path(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected SPLIT=FILE, got {text!r}")
+    return name, Path(path)
+
+
+def _severity(path: Path | None) -> SeverityConfig:
+    return SeverityConfig.from_json(path) if path else DEFAULT_SEVERITY
 
 
 def _add_schema_args(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +103,7 @@ def _run_stats(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    severity = (
-        SeverityConfig.from_json(args.severity_config) if args.severity_config else DEFAULT_SEVERITY
-    )
+    severity = _severity(args.severity_config)
     report = validate_statistics(
         load_statistics(args.stats),
         load_schema(args.dataset, args.schemas_dir),
@@ -112,14 +139,25 @@ def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _run_report(args: argparse.Namespace) -> int:
+    stats = {name: load_statistics(path) for name, path in args.stats}
+    schema = load_schema(args.dataset, args.schemas_dir)
+    reports = validate_splits(stats, schema, _severity(args.severity_config))
+    write_html(args.output, stats, reports, args.title)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parser().parse_known_args(argv)
-    if args.command != "stats" and args.command != "infer" and beam_args:
+    if args.command not in ("stats", "infer") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command == "stats":
         return _run_stats(args, beam_args)
     if args.command == "check":
         return _run_check(args)
+    if args.command == "report":
+        return _run_report(args)
     return _run_infer(args, beam_args)
 
 

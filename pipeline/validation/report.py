@@ -1,0 +1,219 @@
+"""A self-contained HTML page per run: split statistics side by side, anomalies, skew and drift.
+
+One file, inline CSS, no scripts or external resources, so it opens offline from a run directory
+or a CI artifact.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from pipeline.validation.anomalies import Severity, ValidationReport
+from pipeline.validation.stats import feature_stats
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.BLOCKING { background: #fdd; } .WARNING { background: #ffe9b3; } .ok { background: #dfd; }
+.flag { font-weight: bold; }
+.bar { display: inline-block; height: .7em; background: #69c; vertical-align: middle; }
+small { color: #666; }
+"""
+
+_TOP_VALUES = 3
+
+
+def render_html(
+    stats: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList],
+    reports: Mapping[str, ValidationReport],
+    title: str = "Validation report",
+) -> str:
+    """The report page for split ``stats`` (by split name) and validation ``reports`` (by label)."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        _summary(stats, reports),
+        _anomalies(reports),
+        _measurements(reports),
+        _features(stats, reports),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_html(
+    path: Path,
+    stats: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList],
+    reports: Mapping[str, ValidationReport],
+    title: str = "Validation report",
+) -> Path:
+    """Write the page atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temp.write_text(render_html(stats, reports, title), encoding="utf-8")
+    os.replace(temp, path)
+    return path
+
+
+# ---- sections ------------------------------------------------------------------------------
+
+
+def _summary(stats, reports: Mapping[str, ValidationReport]) -> str:
+    splits = ", ".join(
+        f"{_e(name)}: {s.datasets[0].num_examples:,} rows" if s.datasets else f"{_e(name)}: empty"
+        for name, s in stats.items()
+    )
+    rows = [
+        _row(
+            [
+                label,
+                report.environment,
+                _verdict(report),
+                len(report.blocking),
+                len(report.warnings),
+            ],
+            css="ok" if report.passed else "BLOCKING",
+        )
+        for label, report in reports.items()
+    ]
+    head = _row(["check", "environment", "result", "blocking", "warnings"], header=True)
+    return f"<p>{splits}</p><h2>Summary</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _anomalies(reports: Mapping[str, ValidationReport]) -> str:
+    rows = [
+        _row(
+            [label, a.severity.value, a.check.value, a.feature, a.kind, a.description],
+            css=a.severity.value,
+        )
+        for label, report in reports.items()
+        for a in report.anomalies
+    ]
+    if not rows:
+        return "<h2>Anomalies</h2><p>None.</p>"
+    head = _row(["check of", "severity", "kind of check", "feature", "anomaly", "details"], True)
+    return f"<h2>Anomalies</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _measurements(reports: Mapping[str, ValidationReport]) -> str:
+    rows = [
+        _row(
+            [
+                label,
+                m.check.value,
+                m.feature,
+                m.comparator,
+                _Num(m.value),
+                _Num(m.threshold),
+                "above threshold" if m.exceeded else "ok",
+            ],
+            css=_measurement_css(report, m) if m.exceeded else "ok",
+        )
+        for label, report in reports.items()
+        for m in report.measurements
+    ]
+    if not rows:
+        return "<h2>Skew and drift</h2><p>No comparisons in these checks.</p>"
+    head = _row(["check of", "kind", "feature", "distance", "value", "threshold", "result"], True)
+    return f"<h2>Skew and drift</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _features(stats, reports: Mapping[str, ValidationReport]) -> str:
+    per_split = {name: feature_stats(s) for name, s in stats.items()}
+    names = list(dict.fromkeys(n for features in per_split.values() for n in features))
+    flagged = {a.feature for r in reports.values() for a in r.anomalies}
+    head = _row(["feature", *[f"{n}: present" for n in per_split], *per_split], header=True)
+    rows = []
+    for name in names:
+        present = [_presence(per_split[split].get(name)) for split in per_split]
+        summaries = [_summary_of(per_split[split].get(name)) for split in per_split]
+        label = f'<span class="flag">{_e(name)} !</span>' if name in flagged else _e(name)
+        rows.append(f"<tr><td>{label}</td>{''.join(present)}{''.join(summaries)}</tr>")
+    return f"<h2>Features</h2><table>{head}{''.join(rows)}</table>"
+
+
+# ---- cells ---------------------------------------------------------------------------------
+
+
+class _Num(float):
+    """A number cell, right-aligned."""
+
+
+def _row(cells: Iterable[object], header: bool = False, css: str = "") -> str:
+    tag = "th" if header else "td"
+    out = []
+    for cell in cells:
+        if isinstance(cell, _Num):
+            out.append(f'<td class="num">{cell:.4g}</td>')
+        else:
+            out.append(f"<{tag}>{_e(str(cell))}</{tag}>")
+    klass = f' class="{css}"' if css else ""
+    return f"<tr{klass}>{''.join(out)}</tr>"
+
+
+def _verdict(report: ValidationReport) -> str:
+    return "passed" if report.passed else "blocked"
+
+
+def _measurement_css(report: ValidationReport, measurement) -> str:
+    severities = {
+        a.severity
+        for a in report.anomalies
+        if a.feature == measurement.feature and a.check is measurement.check
+    }
+    return Severity.BLOCKING.value if Severity.BLOCKING in severities else Severity.WARNING.value
+
+
+def _common(feature: statistics_pb2.FeatureNameStatistics):
+    kind = feature.WhichOneof("stats")
+    return getattr(feature, kind).common_stats if kind else None
+
+
+def _presence(feature: statistics_pb2.FeatureNameStatistics | None) -> str:
+    common = _common(feature) if feature is not None else None
+    if common is None:
+        return "<td><small>absent</small></td>"
+    total = common.num_non_missing + common.num_missing
+    fraction = common.num_non_missing / total if total else 0.0
+    bar = f'<span class="bar" style="width:{fraction * 4:.2f}em"></span>'
+    return f'<td class="num">{fraction:.1%} {bar}</td>'
+
+
+def _summary_of(feature: statistics_pb2.FeatureNameStatistics | None) -> str:
+    if feature is None:
+        return "<td><small>absent</small></td>"
+    common = _common(feature)
+    if common is not None and common.num_non_missing == 0:
+        return "<td><small>no values</small></td>"
+    if feature.HasField("num_stats"):
+        n = feature.num_stats
+        text = (
+            f"mean {n.mean:.4g} · sd {n.std_dev:.4g} · median {n.median:.4g}<br>"
+            f"<small>min {n.min:.4g} · max {n.max:.4g} · zeros {n.num_zeros:,}</small>"
+        )
+        return f"<td>{text}</td>"
+    if feature.HasField("string_stats"):
+        s = feature.string_stats
+        total = s.common_stats.tot_num_values or 1
+        top = ", ".join(
+            f"{_e(v.value)} {v.frequency / total:.0%}" for v in s.top_values[:_TOP_VALUES]
+        )
+        return f"<td>{s.unique:,} unique<br><small>{top}</small></td>"
+    return f"<td><small>{_e(feature.WhichOneof('stats') or 'no statistics')}</small></td>"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
