@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--oversample-target", type=float, help="minority/majority ratio in train")
     p.add_argument("--salt", default=DEFAULT_SALT)
     p.add_argument("--key-columns", help="comma-separated columns of the row key")
-    p.add_argument("--keep-negative", action="store_true", help="drop the non-negative filters")
+    p.add_argument("--allow-negative", action="store_true", help="drop the non-negative filters")
     p.add_argument("--dry-run", action="store_true", help="check the SQL, run nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     bigquery = p.add_argument_group("bigquery engine")
@@ -104,7 +104,7 @@ def config_from_args(args: argparse.Namespace) -> SplitConfig:
         end=args.end,
         stratify_by=args.stratify_by,
         oversample_target=args.oversample_target,
-        non_negative=() if args.keep_negative else SplitConfig.non_negative,
+        non_negative=() if args.allow_negative else SplitConfig.non_negative,
         bigquery=options,
     )
 

@@ -432,11 +432,12 @@ class FakeBigQueryClient:
             {"sql": sql, "config": job_config, "location": location, "prefix": job_id_prefix}
         )
         rows = FakeRows()
+        params = {p.name: p.value for p in job_config.query_parameters}
         if "AS input_rows" in sql:
-            names = [n for n in sqlglot.parse_one(sql, read="bigquery").named_selects]
+            names = list(sqlglot.parse_one(sql, read="bigquery").named_selects)
             rows.append(FakeRow({n: 100 if n == "input_rows" else 1 for n in names}))
-        elif "WHERE _split = @split" in sql:
-            rows.total_rows = 32
+        elif "split" in params:  # 100 rows in, 6 filters removing one each: 94 kept
+            rows.total_rows = {"train": 76, "eval": 9, "test": 9}[params["split"]]
         return FakeJob(rows, total_bytes=1_000_000)
 
 
@@ -485,8 +486,9 @@ def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
     assert "uri = 'gs://my-bucket/runs/r1/train/part-*.parquet'" in exports[0]
     assert "format = 'PARQUET'" in exports[0]
     assert result.split_dirs["test"] == "gs://my-bucket/runs/r1/test"
-    assert result.split_rows == {"train": 32, "eval": 32, "test": 32}
+    assert result.split_rows == {"train": 76, "eval": 9, "test": 9}
     assert result.input_rows == 100 and result.removed_rows["sample"] == 1
+    assert result.output_dir == "gs://my-bucket/runs/r1"
 
 
 def test_bigquery_dry_run_reports_bytes():

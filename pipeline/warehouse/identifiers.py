@@ -131,6 +131,10 @@ class TableRef:
         """The reference as it appears in DuckDB SQL (schema.table; no project)."""
         return f"{quote_duckdb(self.dataset)}.{quote_duckdb(self.table)}"
 
+    def dotted(self) -> str:
+        """``[project.]dataset.table`` for messages and manifests."""
+        return ".".join(p for p in (self.project, self.dataset, self.table) if p is not None)
+
     def api_id(self) -> str:
         """``project.dataset.table`` as the BigQuery client API expects it."""
         if self.project is None:

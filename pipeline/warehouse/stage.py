@@ -108,8 +108,10 @@ def run_split(
         output, staging = _write_staged(engine, config, split, Path(output_dir))
     else:
         output, staging = engine.write_splits(split, str(output_dir), config.definition), None
-    result = _result(config, engine, output, counts, counts_sql, (counts_query, split), started)
+    queries = (counts_query, split)
+    result = _result(config, engine, output_dir, output, counts, counts_sql, queries, started)
     if staging is None:
+        _check_counts(config, result)
         return result
     try:
         _check_counts(config, result)
@@ -140,6 +142,7 @@ def _write_staged(
 def _result(
     config: SplitConfig,
     engine: Engine,
+    output_dir: Path | str,
     output: SplitOutput,
     counts: dict[str, int],
     counts_sql: str,
@@ -147,13 +150,12 @@ def _result(
     started: float,
 ) -> SplitResult:
     removed = {k.removeprefix("removed_"): v for k, v in counts.items() if k != "input_rows"}
-    output_dir = str(Path(next(iter(output.split_dirs.values()))).parent)
     params: dict[str, Any] = {}
     for query in queries:
         params.update(query.params)
     return SplitResult(
         engine=engine.name,
-        output_dir=output_dir,
+        output_dir=str(output_dir).rstrip("/"),
         split_dirs={s: output.split_dirs[s] for s in SPLIT_NAMES},
         split_rows={s: output.split_rows[s] for s in SPLIT_NAMES},
         removed_rows=removed,
