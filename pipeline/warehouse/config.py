@@ -109,8 +109,7 @@ class SplitConfig:
             "dataset": self.definition.name,
             "engine": self.engine,
             "warehouse": str(self.warehouse) if self.engine == "duckdb" else None,
-            "table": ".".join(p for p in (self.table_ref().project, self.table_ref().dataset) if p)
-            + f".{self.table_ref().table}",
+            "table": self.table_ref().dotted(),
             "ratios": dict(zip(SPLIT_NAMES, self.ratios, strict=True)),
             "salt": self.salt,
             "key_columns": list(self.resolved_key_columns),
