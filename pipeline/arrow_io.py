@@ -1,7 +1,7 @@
 """Arrow batches from split files, in the layout TFXIO, TFDV and TFT consume.
 
 The warehouse writes each split as Parquet with one flat, nullable column per raw column.
-TFX libraries expect every column as a list array (one list per row, an empty list for a missing
+TFX libraries expect every column as a list array (one list per row, a null list for a missing
 value), because a ``tf.Example`` feature is a list. :func:`to_list_batch` does that conversion
 with vectorized Arrow/NumPy operations, so no Python code runs per row, and
 :class:`ReadSplitBatches` streams Parquet into such batches on Beam.
@@ -43,19 +43,25 @@ def list_batch_schema(
 
 
 def _to_list_array(array: pa.Array | pa.ChunkedArray, target: pa.DataType) -> pa.LargeListArray:
-    """Wrap a flat nullable array as ``large_list<target>``: value -> [value], null -> []."""
+    """Wrap a flat nullable array as ``large_list<target>``: value -> [value], null -> null.
+
+    A null list (not an empty one) is what TFXIO's tf.Example decoder yields for an absent
+    feature: TFDV counts it as missing, so presence constraints fire; TFT reads both as no value.
+    """
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     if pa.types.is_large_list(array.type) or pa.types.is_list(array.type):
         return array.cast(pa.large_list(target))
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         array = array.cast(pa.large_string())
-    valid = array.is_valid().to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(array) + 1, dtype=np.int64)
-    np.cumsum(valid, out=offsets[1:])
-    values = array.filter(pa.array(valid)) if array.null_count else array
-    values = values.cast(target)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), values)
+    if not array.null_count:
+        offsets[1:] = np.arange(1, len(array) + 1)
+        return pa.LargeListArray.from_arrays(pa.array(offsets), array.cast(target))
+    valid = array.is_valid()
+    np.cumsum(valid.to_numpy(zero_copy_only=False), out=offsets[1:])
+    values = array.filter(valid).cast(target)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values, mask=array.is_null())
 
 
 def to_list_batch(
@@ -127,6 +133,8 @@ class ReadSplitBatches(beam.PTransform):
             )
             | "ToListBatches"
             >> beam.FlatMap(
-                lambda table: (to_list_batch(b, schema) for b in table.to_batches(batch_size))
+                lambda table: (
+                    to_list_batch(b, schema) for b in table.to_batches(batch_size) if b.num_rows
+                )
             )
         )

@@ -152,10 +152,16 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             split_dirs = {name: Path(path) for name, path in split.splits.items()}
 
         with recorder.stage("validation") as record:
-            report = _validate(dataset, split_dirs, run_dir / "statistics", beam_args, validate)
-            record.update(report.to_manifest())
-            manifest["anomalies"] = report.to_manifest().get("anomalies", [])
-            validate.check(report)
+            reports = _validate(dataset, split_dirs, run_dir / "statistics", beam_args, validate)
+            record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
+            record["report_html"] = str(run_dir / "statistics" / "report.html")
+            manifest["anomalies"] = [
+                {"split": name, **anomaly}
+                for name, r in record["reports"].items()
+                for anomaly in r["anomalies"]
+            ]
+            for report in reports.values():
+                validate.check(report)
 
         with recorder.stage("transform") as record:
             transformed = run_transform(dataset, split_dirs, run_dir / "transform", beam_args)
@@ -223,17 +229,24 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
 
 
 def _validate(dataset: DatasetDefinition, split_dirs, stats_dir: Path, beam_args, validate):
-    """Statistics of train and eval; eval checked against the committed schema (TRAINING)."""
+    """Statistics of every split; each checked against the committed schema, drift from train.
+
+    Writes the statistics and a self-contained HTML report under ``stats_dir``.
+    """
+    from pipeline.validation.report import write_html
+
     schema = validate.load_schema(dataset.name)
     stats = {
         name: validate.compute_statistics(
-            f"{split_dirs[name]}/*.parquet", stats_dir / f"{name}.pb", beam_args
+            f"{split_dir}/*.parquet", stats_dir / f"{name}.pb", beam_args
         )
-        for name in ("train", "eval")
+        for name, split_dir in split_dirs.items()
     }
-    return validate.validate_statistics(
-        stats["eval"], schema, environment="TRAINING", previous_stats=None
+    reports = validate.validate_splits(stats, schema)
+    write_html(
+        stats_dir / "report.html", stats, reports, title=f"Validation: {stats_dir.parent.name}"
     )
+    return reports
 
 
 def _predict_in_fresh_process(dataset, export_dir: Path, split_dir: Path, rows: int) -> dict:
@@ -273,7 +286,14 @@ def summary(manifest: dict[str, Any]) -> str:
     if rows := manifest.get("rows_per_split"):
         lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in rows.items()))
     anomalies = manifest.get("anomalies", [])
-    lines.append(f"  anomalies in eval: {len(anomalies)}")
+    blocking = sum(1 for a in anomalies if a.get("severity") == "BLOCKING")
+    lines.append(f"  anomalies: {blocking} blocking, {len(anomalies) - blocking} warnings")
+    for anomaly in anomalies[:10]:
+        lines.append(
+            f"    {anomaly.get('severity')}: {anomaly.get('split')}/{anomaly.get('check')} "
+            f"{anomaly.get('feature')}: "
+            f"{anomaly.get('short_description')}"
+        )
     if metrics := manifest.get("metrics"):
         ev, base = metrics.get("eval", {}), metrics.get("majority_baseline_eval", {})
         lines.append(
@@ -288,7 +308,7 @@ def summary(manifest: dict[str, Any]) -> str:
             f"{len(parity['features_compared'])} features, max feature deviation "
             f"{max(parity['max_relative_deviation'].values(), default=0):.2e}"
         )
-    for prediction in manifest.get("predictions", {}).get("predictions", []):
+    for prediction in manifest.get("predictions", []):
         request = prediction["request"]
         lines.append(
             f"  served: P(big tipper)={prediction['probability']:.4f} for a "

@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from validation_data import find_sample, read_sample, split_file_schema, write_split
@@ -33,7 +32,6 @@ from pipeline.validate import (
     validate_splits,
     validate_statistics,
 )
-from pipeline.validation.batches import to_validation_batch
 from pipeline.validation.comparators import quantile_bin_jsd
 
 SAMPLE = find_sample()
@@ -360,15 +358,6 @@ def test_html_report_is_self_contained(stats, tmp_path, capsys):
 
 
 # ---- units ---------------------------------------------------------------------------------
-
-
-def test_validation_batch_keeps_nulls_as_missing():
-    flat = pa.RecordBatch.from_pydict(
-        {"x": pa.array([1, None, 3], pa.int64()), "s": pa.array(["a", "b", None])}
-    )
-    batch = to_validation_batch(flat)
-    assert batch.column(0).to_pylist() == [[1], None, [3]]
-    assert batch.column(1).to_pylist() == [[b"a"], [b"b"], None]
 
 
 def test_quantile_bin_jsd_bounds():

@@ -1,0 +1,114 @@
+"""End to end: ``python -m pipeline.run`` on the taxi sample, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.data import ensure_taxi_warehouse
+from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["data", "warehouse", "validation", "transform", "train", "export", "parity", "predict"]
+
+
+def _run(runs_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pipeline.run",
+            "--runner",
+            "DirectRunner",
+            "--runs-dir",
+            str(runs_dir),
+            "--data-dir",
+            str(REPO_ROOT / "data"),
+            "--train-steps",
+            "200",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        check=False,
+        timeout=1200,
+    )
+
+
+@pytest.fixture(scope="module")
+def taxi_run(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    completed = _run(runs_dir, "--run-id", "first")
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    manifest = json.loads((runs_dir / "first" / "manifest.json").read_text())
+    return runs_dir, manifest, completed.stdout
+
+
+def test_run_succeeds_with_every_stage(taxi_run):
+    _, manifest, _ = taxi_run
+    assert manifest["status"] == "succeeded"
+    assert list(manifest["stages"]) == STAGES
+    assert all(stage["status"] == "succeeded" for stage in manifest["stages"].values())
+    assert all(stage["seconds"] >= 0 for stage in manifest["stages"].values())
+
+
+def test_manifest_counts_rows_and_records_versions(taxi_run):
+    _, manifest, _ = taxi_run
+    rows = manifest["rows_per_split"]
+    assert set(rows) == {"train", "eval", "test"}
+    assert sum(rows.values()) > 14_000  # 15,002 rows minus the filtered ones
+    assert manifest["stages"]["transform"]["rows"] == rows
+    assert manifest["versions"]["tensorflow-transform"] == "1.16.0"
+    assert len(manifest["schema_sha256"]) == 64
+    assert len(manifest["stages"]["export"]["sha256"]) == 64
+
+
+def test_model_beats_the_majority_baseline(taxi_run):
+    _, manifest, _ = taxi_run
+    metrics = manifest["metrics"]
+    assert metrics["eval"]["auc"] > metrics["majority_baseline_eval"]["auc"] + 0.2
+    assert metrics["eval"]["accuracy"] > metrics["majority_baseline_eval"]["accuracy"]
+
+
+def test_parity_and_a_served_prediction(taxi_run):
+    runs_dir, manifest, stdout = taxi_run
+    parity = manifest["stages"]["parity"]
+    assert parity["passed"] and parity["rows"] == 200
+    assert len(parity["features_compared"]) == 18
+    predictions = manifest["predictions"]["predictions"]
+    assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
+    assert "parity: passed" in stdout and "served: P(big tipper)=" in stdout
+    assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
+
+
+def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):
+    runs_dir, _, _ = taxi_run
+    completed = _run(runs_dir, "--run-id", "first")
+    assert completed.returncode == 1
+    assert "already holds a run" in completed.stderr
+
+
+def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
+    """Fares in cents are out of the schema's range: the run must stop at validation."""
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(ensure_taxi_warehouse(REPO_ROOT / "data"), db)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE chicago_taxi_trips.taxi_trips SET fare = fare * 100")
+    runs_dir = tmp_path / "runs"
+    completed = _run(runs_dir, "--run-id", "cents", "--db", str(db))
+    assert completed.returncode == 1
+    manifest = json.loads((runs_dir / "cents" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["stages"]["validation"]["status"] == "failed"
+    assert "fare" in manifest["stages"]["validation"]["error"]
+    assert "transform" not in manifest["stages"]
+    assert not (runs_dir / "cents" / "transform").exists()
+    assert not (runs_dir / "LATEST").exists()
