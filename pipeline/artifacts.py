@@ -49,7 +49,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            json.dump(payload, handle, indent=2, default=str)
             handle.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from pipeline.artifacts import sha256_file
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets.taxi import TAXI
 from pipeline.warehouse.schema import (
@@ -50,14 +51,6 @@ class ChecksumError(ValueError):
 
 def taxi_csv_path(data_dir: Path) -> Path:
     return Path(data_dir) / "taxi" / "data.csv"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_tfx_wheel(downloads: Path) -> Path:
