@@ -1,7 +1,8 @@
 """Split files as the warehouse writes them, for validation tests: built from the taxi sample.
 
 The contract: one Parquet directory per split, the dataset definition's columns in order, types
-int64/double/string, nullable; TIMESTAMP columns as int64 Unix seconds.
+int64/double/string, nullable; TIMESTAMP columns as int64 Unix seconds. Serving request logs are
+uncompressed TFRecord files of raw ``tf.Example``s, as :mod:`pipeline.serving.request_log` writes.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.arrow_io import list_batch_schema, to_list_batch
 from pipeline.dataset import DatasetDefinition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +57,26 @@ def write_split(frame: pd.DataFrame, directory: Path, schema: pa.Schema | None =
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     pq.write_table(table, directory / "part-00000.parquet")
     return str(directory / "part-*.parquet")
+
+
+def write_request_log(
+    frame: pd.DataFrame, directory: Path, dataset: DatasetDefinition, files: int = 2
+) -> Path:
+    """Write ``frame``'s rows as raw ``tf.Example`` request log files in ``directory``.
+
+    Encoded like the server does it (tfx_bsl's encoder over list batches; a null becomes an
+    absent feature), split over ``files`` files named as the server names them.
+    """
+    import tensorflow as tf
+    from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    batch = to_list_batch(table, list_batch_schema(dataset, tuple(frame.columns)))
+    examples = RecordBatchToExamplesEncoder().encode(batch)
+    for index, part in enumerate(np.array_split(np.arange(len(examples)), files)):
+        path = directory / f"requests-20260101T000000Z-100-{index + 1:06d}.tfrecord"
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for row in part:
+                writer.write(examples[row])
+    return directory

@@ -6,6 +6,7 @@ Public API (also re-exported by :mod:`pipeline.validate`)::
     report = validate_statistics(stats, load_schema("taxi"), "TRAINING",
                                  previous_stats=..., serving_stats=...)
     check(report)  # raises ValidationFailed on blocking anomalies
+    check(check_serving_logs("logs/", stats, load_schema("taxi")))  # served requests
 """
 
 from pipeline.validation.anomalies import (
@@ -28,8 +29,13 @@ from pipeline.validation.schema import (
     load_schema,
     schema_path,
 )
+from pipeline.validation.serving_logs import check_serving_logs
 from pipeline.validation.splits import validate_splits
-from pipeline.validation.stats import compute_statistics, load_statistics
+from pipeline.validation.stats import (
+    compute_statistics,
+    compute_statistics_from_examples,
+    load_statistics,
+)
 
 __all__ = [
     "DEFAULT_SEVERITY",
@@ -43,7 +49,9 @@ __all__ = [
     "ValidationFailed",
     "ValidationReport",
     "check",
+    "check_serving_logs",
     "compute_statistics",
+    "compute_statistics_from_examples",
     "diff_schemas",
     "infer_candidate_schema",
     "load_schema",

@@ -17,7 +17,7 @@ def require_files(file_pattern: str) -> None:
     """Fail early, naming the pattern, instead of deep inside a Beam job."""
     matches = FileSystems.match([file_pattern])[0].metadata_list
     if not matches:
-        raise FileNotFoundError(f"no split files match {file_pattern!r}")
+        raise FileNotFoundError(f"no files match {file_pattern!r}")
 
 
 class ReadValidationBatches(beam.PTransform):

@@ -6,10 +6,13 @@
     infer --input 'new/part-*.parquet' [--output candidate.pbtxt]
     report --stats train=train.pb --stats eval=eval.pb --stats serving=serving.pb
            --output validation.html [--severity-config severity.json]
+    serving-logs --logs DIR --train-stats train.pb [--output-stats serving.pb]
+           [--report out.json] [--html out.html] [--severity-config severity.json]
 
-Arguments ``stats``/``infer`` do not recognize are passed to Beam (e.g. ``--runner``).
-``check`` exits with status 1 when a blocking anomaly is found; ``infer`` never fails on a
-difference, it only shows it.
+Arguments ``stats``/``infer``/``serving-logs`` do not recognize are passed to Beam (e.g.
+``--runner``). ``check`` and ``serving-logs`` exit with status 1 when a blocking anomaly is found
+(``serving-logs`` with 2 when there are no logs to check); ``infer`` never fails on a difference,
+it only shows it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import tensorflow_data_validation as tfdv
 
+from pipeline.serving.request_log import FILE_PATTERN
 from pipeline.validation.anomalies import DEFAULT_SEVERITY, SeverityConfig, validate_statistics
 from pipeline.validation.report import write_html
 from pipeline.validation.schema import (
@@ -31,10 +35,12 @@ from pipeline.validation.schema import (
     load_schema,
     schema_path,
 )
-from pipeline.validation.splits import validate_splits
+from pipeline.validation.serving_logs import combine, serving_log_statistics, serving_reports
+from pipeline.validation.splits import SERVING, TRAIN, validate_splits
 from pipeline.validation.stats import compute_statistics, load_statistics
 
 EXIT_BLOCKING = 1
+EXIT_NO_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default="Validation report")
     report.add_argument("--severity-config", type=Path, help="JSON severity rules")
     _add_schema_args(report)
+
+    logs = commands.add_parser(
+        "serving-logs", help="validate served request logs (SERVING) and train/serving skew"
+    )
+    logs.add_argument("--logs", required=True, type=Path, help=f"directory of {FILE_PATTERN}")
+    logs.add_argument("--train-stats", required=True, type=Path, help="training statistics")
+    logs.add_argument("--output-stats", type=Path, help="keep the serving statistics here")
+    logs.add_argument("--report", type=Path, help="write the report as JSON here")
+    logs.add_argument("--html", type=Path, help="write the HTML report here")
+    logs.add_argument("--title", default="Serving log validation")
+    logs.add_argument("--severity-config", type=Path, help="JSON severity rules")
+    _add_schema_args(logs)
     return parser
 
 
@@ -148,9 +166,29 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serving_logs(args: argparse.Namespace, beam_args: list[str]) -> int:
+    schema = load_schema(args.dataset, args.schemas_dir)
+    train_stats = load_statistics(args.train_stats)
+    try:
+        serving_stats = serving_log_statistics(args.logs, args.output_stats, beam_args)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    reports = serving_reports(train_stats, serving_stats, schema, _severity(args.severity_config))
+    report = combine(reports, "SERVING")
+    if args.report:
+        args.report.write_text(json.dumps(report.to_manifest(), indent=2) + "\n")
+    if args.html:
+        write_html(args.html, {TRAIN: train_stats, SERVING: serving_stats}, reports, args.title)
+    rows = serving_stats.datasets[0].num_examples if serving_stats.datasets else 0
+    print(f"checked {rows} logged requests in {args.logs}")
+    print(report.describe())
+    return 0 if report.passed else EXIT_BLOCKING
+
+
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parser().parse_known_args(argv)
-    if args.command not in ("stats", "infer") and beam_args:
+    if args.command not in ("stats", "infer", "serving-logs") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command == "stats":
         return _run_stats(args, beam_args)
@@ -158,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_check(args)
     if args.command == "report":
         return _run_report(args)
+    if args.command == "serving-logs":
+        return _run_serving_logs(args, beam_args)
     return _run_infer(args, beam_args)
 
 

@@ -1,4 +1,4 @@
-"""Dataset statistics with TFDV on Beam, published atomically."""
+"""Dataset statistics with TFDV on Beam (Parquet splits, tf.Example logs), published atomically."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx_bsl.public import tfxio
 
+from pipeline.arrow_io import DEFAULT_BATCH_SIZE
 from pipeline.validation.batches import ReadValidationBatches, require_files
 
 
@@ -32,6 +34,30 @@ def compute_statistics(
     place, so a reader never sees a half-written file.
     """
     require_files(file_pattern)
+    return _publish_statistics(ReadValidationBatches(file_pattern), output_path, beam_args)
+
+
+def compute_statistics_from_examples(
+    file_pattern: str, output_path: Path, beam_args: list[str] | None = None
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """TFDV statistics of uncompressed TFRecord files of raw ``tf.Example``s (serving logs).
+
+    Read through tfx_bsl's TFExampleRecord TFXIO without a schema, so the statistics show the
+    types and features the files really hold (a new or mistyped feature is then reported by
+    validation rather than failing the read). Published atomically like
+    :func:`compute_statistics`.
+    """
+    require_files(file_pattern)
+    source = tfxio.TFExampleRecord(
+        file_pattern, telemetry_descriptors=["pipeline", "validation"]
+    ).BeamSource(DEFAULT_BATCH_SIZE)
+    return _publish_statistics(source, output_path, beam_args)
+
+
+def _publish_statistics(
+    source: beam.PTransform, output_path: Path, beam_args: list[str] | None
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """Run ``source`` (-> list RecordBatches) through TFDV; write the proto atomically."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     temp_path = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
@@ -39,7 +65,7 @@ def compute_statistics(
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as pipeline:
             _ = (
                 pipeline
-                | "ReadSplit" >> ReadValidationBatches(file_pattern)
+                | "Read" >> source
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
                 | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(str(temp_path))
             )

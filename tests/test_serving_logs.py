@@ -1,0 +1,168 @@
+"""Serving-log validation: real request-log TFRecords -> TFDV on Beam -> SERVING checks and skew.
+
+Training statistics come from a Parquet split of the taxi sample (4,000 rows); each log holds
+1,000 other rows of the sample without the label, encoded as raw ``tf.Example``s the way the
+server logs them, clean or with one injected change.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from validation_data import (
+    find_sample,
+    read_sample,
+    split_file_schema,
+    write_request_log,
+    write_split,
+)
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from pipeline.datasets.taxi import TAXI
+from pipeline.validate import (
+    Check,
+    Severity,
+    ValidationFailed,
+    check,
+    check_serving_logs,
+    compute_statistics,
+    load_schema,
+    load_statistics,
+    main,
+)
+
+SAMPLE = find_sample()
+pytestmark = pytest.mark.skipif(SAMPLE is None, reason="taxi sample CSV not available")
+
+JSD = "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"
+
+
+def _logs(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    order = np.random.default_rng(0).permutation(len(frame))
+    serving = frame.iloc[order[5000:6000]].drop(columns=["tips"]).reset_index(drop=True)
+    rows = np.arange(len(serving))
+    new_payment = serving.copy()
+    new_payment.loc[rows % 20 == 0, "payment_type"] = "Bitcoin"
+    payment_mix = serving.copy()
+    payment_mix.loc[(serving["payment_type"] == "Cash") & (rows % 2 == 0), "payment_type"] = (
+        "Credit Card"
+    )
+    return {
+        "clean": serving,
+        "fare_x1.5": serving.assign(fare=serving["fare"] * 1.5),
+        "payment_mix": payment_mix,
+        "new_payment": new_payment,
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving_logs")
+    frame = read_sample(TAXI, SAMPLE)
+    order = np.random.default_rng(0).permutation(len(frame))
+    train = frame.iloc[order[:4000]].reset_index(drop=True)
+    pattern = write_split(train, root / "train", split_file_schema(TAXI))
+    train_stats = compute_statistics(pattern, root / "stats" / "train.pb")
+    log_dirs = {
+        name: write_request_log(logged, root / "logs" / name, TAXI)
+        for name, logged in _logs(frame).items()
+    }
+    return root / "stats" / "train.pb", train_stats, log_dirs
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load_schema("taxi")
+
+
+@pytest.fixture(scope="module")
+def stats_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("serving_stats")
+
+
+@pytest.fixture(scope="module")
+def reports(data, schema, stats_dir):
+    _, train_stats, log_dirs = data
+    return {
+        name: check_serving_logs(
+            directory, train_stats, schema, output_stats=stats_dir / f"{name}.pb"
+        )
+        for name, directory in log_dirs.items()
+    }
+
+
+def _found(report) -> list[tuple[str, str, Check]]:
+    return [(a.feature, a.kind, a.check) for a in report.anomalies]
+
+
+def test_clean_logs_pass(reports, stats_dir):
+    report = reports["clean"]
+    assert report.environment == "SERVING"
+    assert report.anomalies == (), report.describe()
+    check(report)
+    skew = {m.feature for m in report.measurements if m.check is Check.SKEW}
+    assert {"fare", "trip_miles", "payment_type", "company"} <= skew
+    assert not any(m.exceeded for m in report.measurements)
+
+    kept = load_statistics(stats_dir / "clean.pb").datasets[0]
+    assert kept.num_examples == 1000
+    assert "tips" not in {f.path.step[0] for f in kept.features}
+
+
+def test_fare_shift_is_blocking_skew(reports):
+    report = reports["fare_x1.5"]
+    assert _found(report) == [("fare", JSD, Check.SKEW)]
+    assert report.anomalies[0].severity is Severity.BLOCKING
+    with pytest.raises(ValidationFailed, match=r"fare .*above the threshold 0\.03"):
+        check(report)
+
+
+def test_payment_mix_change_is_skew(reports):
+    report = reports["payment_mix"]
+    assert _found(report) == [("payment_type", "COMPARATOR_L_INFTY_HIGH", Check.SKEW)]
+    assert not report.passed
+
+
+def test_new_payment_type_is_caught(reports):
+    report = reports["new_payment"]
+    assert _found(report) == [("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", Check.SCHEMA)]
+    with pytest.raises(ValidationFailed, match=r"payment_type .*Bitcoin"):
+        check(report)
+
+
+def test_absent_or_empty_log_dir_is_a_clear_error(data, schema, tmp_path, capsys):
+    train_path, train_stats, _ = data
+    with pytest.raises(FileNotFoundError, match=r"serving log directory .*nowhere.* not exist"):
+        check_serving_logs(tmp_path / "nowhere", train_stats, schema)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".requests-partial.tfrecord.tmp").write_bytes(b"")  # a file still being written
+    with pytest.raises(FileNotFoundError, match=r"holds no request logs \(requests-\*\.tfrecord\)"):
+        check_serving_logs(empty, train_stats, schema)
+
+    argv = ["serving-logs", "--logs", str(tmp_path / "nowhere"), "--train-stats", str(train_path)]
+    assert main(argv) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_serving_logs(data, tmp_path, capsys):
+    train_path, _, log_dirs = data
+    base = ["serving-logs", "--train-stats", str(train_path)]
+
+    assert main([*base, "--logs", str(log_dirs["clean"])]) == 0
+    assert "no anomalies (SERVING)" in capsys.readouterr().out
+
+    report, html, stats = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "s.pb"
+    argv = [*base, "--logs", str(log_dirs["fare_x1.5"]), "--report", str(report)]
+    argv += ["--html", str(html), "--output-stats", str(stats)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "checked 1000 logged requests" in out and f"fare [{JSD}, skew]" in out
+    manifest = json.loads(report.read_text())
+    assert manifest["blocking"] == 1 and manifest["anomalies"][0]["feature"] == "fare"
+    page = html.read_text()
+    assert "train vs serving" in page and JSD in page
+    assert stats.is_file()
