@@ -26,6 +26,7 @@ th { background: #f2f2f2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .BLOCKING { background: #fdd; } .WARNING { background: #ffe9b3; } .ok { background: #dfd; }
 .flag { font-weight: bold; }
+.verdict { font-size: 1.15em; font-weight: bold; padding: .5em .75em; border: 1px solid #ccc; }
 .bar { display: inline-block; height: .7em; background: #69c; vertical-align: middle; }
 small { color: #666; }
 """
@@ -44,6 +45,7 @@ def render_html(
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
+        _verdict_banner(reports),
         _summary(stats, reports),
         _anomalies(reports),
         _measurements(reports),
@@ -71,6 +73,21 @@ def write_html(
 # ---- sections ------------------------------------------------------------------------------
 
 
+def _verdict_banner(reports: Mapping[str, ValidationReport]) -> str:
+    """The page's answer first: does anything block, and where."""
+    blocked = [label for label, report in reports.items() if not report.passed]
+    blocking = sum(len(r.blocking) for r in reports.values())
+    warnings = sum(len(r.warnings) for r in reports.values())
+    noun = "warning" if warnings == 1 else "warnings"
+    if not blocked:
+        return f'<p class="verdict ok">Passed: no blocking anomalies, {warnings} {noun}.</p>'
+    where = ", ".join(_e(label) for label in blocked)
+    return (
+        f'<p class="verdict BLOCKING">Blocked: {blocking} blocking anomalies (in {where}), '
+        f"{warnings} {noun}.</p>"
+    )
+
+
 def _summary(stats, reports: Mapping[str, ValidationReport]) -> str:
     splits = ", ".join(
         f"{_e(name)}: {s.datasets[0].num_examples:,} rows" if s.datasets else f"{_e(name)}: empty"
@@ -89,22 +106,24 @@ def _summary(stats, reports: Mapping[str, ValidationReport]) -> str:
         )
         for label, report in reports.items()
     ]
-    head = _row(["check", "environment", "result", "blocking", "warnings"], header=True)
+    head = _row(["report", "environment", "result", "blocking", "warnings"], header=True)
     return f"<p>{splits}</p><h2>Summary</h2><table>{head}{''.join(rows)}</table>"
 
 
 def _anomalies(reports: Mapping[str, ValidationReport]) -> str:
+    # Blocking findings first; within a severity, in report order.
+    found = [(label, a) for label, report in reports.items() for a in report.blocking]
+    found += [(label, a) for label, report in reports.items() for a in report.warnings]
     rows = [
         _row(
             [label, a.severity.value, a.check.value, a.feature, a.kind, a.description],
             css=a.severity.value,
         )
-        for label, report in reports.items()
-        for a in report.anomalies
+        for label, a in found
     ]
     if not rows:
         return "<h2>Anomalies</h2><p>None.</p>"
-    head = _row(["check of", "severity", "kind of check", "feature", "anomaly", "details"], True)
+    head = _row(["report", "severity", "check", "feature", "anomaly", "details"], True)
     return f"<h2>Anomalies</h2><table>{head}{''.join(rows)}</table>"
 
 
@@ -127,7 +146,7 @@ def _measurements(reports: Mapping[str, ValidationReport]) -> str:
     ]
     if not rows:
         return "<h2>Skew and drift</h2><p>No comparisons in these checks.</p>"
-    head = _row(["check of", "kind", "feature", "distance", "value", "threshold", "result"], True)
+    head = _row(["report", "check", "feature", "distance", "value", "threshold", "result"], True)
     return f"<h2>Skew and drift</h2><table>{head}{''.join(rows)}</table>"
 
 
