@@ -1,12 +1,15 @@
 """Run the whole pipeline end to end in one process tree.
 
     python -m pipeline.run --runner DirectRunner [flags] [Beam pipeline options]
+    python -m pipeline.run --run-id ID --stages transform,train ...   (one step of a run)
 
-Stages: data (embedded warehouse) -> warehouse split -> validation -> transform -> train ->
-export -> parity -> predict (fresh process). Every run gets its own directory under ``--runs-dir``
-with a ``manifest.json`` (status, stage timings, rows per split, anomalies, metrics, artifact
-paths and digests, versions of the stack). Flags this module does not know are passed to Beam's
-``PipelineOptions``.
+Stages (see :mod:`pipeline.stages`): data (embedded warehouse) -> warehouse split -> validation
+-> transform -> train -> export -> parity -> predict (fresh process). Every run gets its own
+directory under ``--runs-dir`` with a ``manifest.json`` (status, stage timings, rows per split,
+anomalies, metrics, artifact paths and digests, versions of the stack), rewritten after every
+stage. With ``--stages`` only those stages run, in the run directory of ``--run-id``, reusing
+what earlier stages left there; rerunning a stage replaces its artifacts atomically. Flags this
+module does not know are passed to Beam's ``PipelineOptions``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -26,25 +28,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import sha256_file, tree_digest, write_json_atomic
-from pipeline.dataset import DatasetDefinition
+from pipeline.artifacts import write_json_atomic
 from pipeline.datasets import get_dataset
+from pipeline.stages import STAGES, RunContext, StageFailed
 
 MANIFEST = "manifest.json"
 LATEST_LINK = "LATEST"
 log = logging.getLogger("pipeline.run")
 
 
-class StageFailed(RuntimeError):
-    """A stage stopped the run; the message says which stage and why."""
-
-
 class RunRecorder:
     """Keeps the run manifest and writes it after every stage, so a crash still leaves a record."""
 
-    def __init__(self, run_dir: Path, base: dict[str, Any]):
+    def __init__(self, run_dir: Path, manifest: dict[str, Any]):
         self.run_dir = run_dir
-        self.manifest: dict[str, Any] = {**base, "status": "running", "stages": {}}
+        self.manifest: dict[str, Any] = {**manifest, "status": "running"}
         self.save()
 
     def save(self) -> None:
@@ -53,6 +51,7 @@ class RunRecorder:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         record: dict[str, Any] = {"status": "running"}
+        # A rerun of a stage replaces its record; later stages' records stay until they rerun.
         self.manifest["stages"][name] = record
         started = time.perf_counter()
         log.info("stage %s: started", name)
@@ -104,6 +103,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--run-id", help="default: UTC time of the start")
+    parser.add_argument(
+        "--stages",
+        help="comma-separated stages to run in an existing or new run directory (default: all, "
+        f"in a new one): {','.join(STAGES)}",
+    )
     parser.add_argument("--model-name", default="taxi")
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--parity-rows", type=int, default=200)
@@ -113,108 +117,68 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
-def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
-    """Run every stage; return the manifest. Raises ``StageFailed`` when a stage stops the run."""
-    from pipeline import data, validate, warehouse
-    from pipeline.export import export_serving_model
-    from pipeline.parity import check_parity
-    from pipeline.train import TrainConfig, train_and_evaluate
-    from pipeline.transform import run_transform
+def _selected_stages(spec: str | None) -> list[str]:
+    if not spec:
+        return list(STAGES)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STAGES]
+    if unknown:
+        raise StageFailed(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+    return names
 
-    dataset = get_dataset(args.dataset)
-    run_id = args.run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = args.runs_dir / run_id
-    if (run_dir / MANIFEST).exists():
+
+def _open_recorder(args: argparse.Namespace, beam_args: list[str], partial: bool) -> RunRecorder:
+    """A new run directory, or (for ``--stages``) the existing one's manifest to continue."""
+    run_dir = args.runs_dir / args.run_id
+    manifest_path = run_dir / MANIFEST
+    if manifest_path.exists() and not partial:
         raise StageFailed(f"run directory {run_dir} already holds a run; pick another --run-id")
+    if manifest_path.exists():
+        return RunRecorder(run_dir, json.loads(manifest_path.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
-    recorder = RunRecorder(
+    return RunRecorder(
         run_dir,
         {
-            "run_id": run_id,
-            "dataset": dataset.name,
+            "run_id": args.run_id,
+            "dataset": args.dataset,
+            "run_dir": str(run_dir),
             "started_at": dt.datetime.now(dt.UTC).isoformat(),
             "arguments": {k: str(v) for k, v in vars(args).items()},
             "beam_args": beam_args,
             "versions": stack_versions(),
+            "stages": {},
         },
     )
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
+    """Run the selected stages; return the manifest. Raises when a stage stops the run."""
+    selected = _selected_stages(args.stages)
+    args.run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    recorder = _open_recorder(args, beam_args, partial=bool(args.stages))
     manifest = recorder.manifest
+    ctx = RunContext(
+        dataset=get_dataset(args.dataset),
+        run_dir=recorder.run_dir,
+        manifest=manifest,
+        beam_args=beam_args,
+        data_dir=args.data_dir,
+        db=args.db,
+        model_name=args.model_name,
+        train_steps=args.train_steps,
+        parity_rows=args.parity_rows,
+        predict_rows=args.predict_rows,
+        start=args.start,
+        end=args.end,
+    )
+    manifest.pop("error", None)
+    manifest.pop("traceback", None)
     try:
-        with recorder.stage("data") as record:
-            db_path = args.db or data.ensure_taxi_warehouse(args.data_dir)
-            record.update(warehouse_file=str(db_path), table=dataset.table)
-
-        with recorder.stage("warehouse") as record:
-            config = warehouse.default_split_config(dataset, start=args.start, end=args.end)
-            split = warehouse.run_split(config, run_dir / "splits", db_path=db_path)
-            record.update(split.to_manifest())
-            manifest["rows_per_split"] = split.row_counts
-            split_dirs = {name: Path(path) for name, path in split.splits.items()}
-
-        with recorder.stage("validation") as record:
-            reports = _validate(dataset, split_dirs, run_dir / "statistics", beam_args, validate)
-            record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
-            record["report_html"] = str(run_dir / "statistics" / "report.html")
-            manifest["anomalies"] = [
-                {"split": name, **anomaly}
-                for name, r in record["reports"].items()
-                for anomaly in r["anomalies"]
-            ]
-            for report in reports.values():
-                validate.check(report)
-
-        with recorder.stage("transform") as record:
-            transformed = run_transform(dataset, split_dirs, run_dir / "transform", beam_args)
-            record.update(transformed.to_manifest())
-            record["transform_fn_sha256"] = tree_digest(transformed.output_dir / "transform_fn")
-
-        with recorder.stage("train") as record:
-            trained = train_and_evaluate(
-                dataset,
-                transformed.output_dir,
-                transformed.example_patterns,
-                run_dir / "model",
-                TrainConfig(train_steps=args.train_steps),
-            )
-            record.update(trained.to_manifest())
-            manifest["metrics"] = trained.metrics
-
-        with recorder.stage("export") as record:
-            exported = export_serving_model(
-                dataset,
-                trained.model_dir,
-                transformed.output_dir,
-                run_dir / "serving" / args.model_name,
-            )
-            record.update(exported.to_manifest())
-            record["sha256"] = tree_digest(exported.export_dir)
-
-        with recorder.stage("parity") as record:
-            parity = check_parity(
-                dataset,
-                transformed.output_dir,
-                exported.export_dir,
-                split_dirs["eval"],
-                rows=args.parity_rows,
-                model_dir=trained.model_dir,
-            )
-            record.update(parity.to_manifest())
-            if not parity.passed:
-                raise StageFailed(
-                    "serving features differ from training features:\n  "
-                    + "\n  ".join(parity.mismatches[:20])
-                )
-
-        with recorder.stage("predict") as record:
-            record.update(
-                _predict_in_fresh_process(
-                    dataset, exported.export_dir, split_dirs["eval"], args.predict_rows
-                )
-            )
-            manifest["predictions"] = record["predictions"]
-
-        manifest["schema_sha256"] = sha256_file(validate.schema_path(dataset.name))
-        manifest["status"] = "succeeded"
+        for name in selected:
+            with recorder.stage(name) as record:
+                STAGES[name](ctx, record)
+        done = all(manifest["stages"].get(n, {}).get("status") == "succeeded" for n in STAGES)
+        manifest["status"] = "succeeded" if done else "in_progress"
     except BaseException as error:
         manifest["status"] = "failed"
         manifest["error"] = f"{type(error).__name__}: {error}"
@@ -222,51 +186,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         raise
     finally:
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
-        manifest["run_dir"] = str(run_dir)
         recorder.save()
-    _point_latest(args.runs_dir, run_id)
+    if manifest["status"] == "succeeded":
+        _point_latest(args.runs_dir, args.run_id)
     return manifest
-
-
-def _validate(dataset: DatasetDefinition, split_dirs, stats_dir: Path, beam_args, validate):
-    """Statistics of every split; each checked against the committed schema, drift from train.
-
-    Writes the statistics and a self-contained HTML report under ``stats_dir``.
-    """
-    from pipeline.validation.report import write_html
-
-    schema = validate.load_schema(dataset.name)
-    stats = {
-        name: validate.compute_statistics(
-            f"{split_dir}/*.parquet", stats_dir / f"{name}.pb", beam_args
-        )
-        for name, split_dir in split_dirs.items()
-    }
-    reports = validate.validate_splits(stats, schema)
-    write_html(
-        stats_dir / "report.html", stats, reports, title=f"Validation: {stats_dir.parent.name}"
-    )
-    return reports
-
-
-def _predict_in_fresh_process(dataset, export_dir: Path, split_dir: Path, rows: int) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline.predict",
-        "--dataset",
-        dataset.name,
-        "--export-dir",
-        str(export_dir),
-        "--split-dir",
-        str(split_dir),
-        "--rows",
-        str(rows),
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise StageFailed(f"prediction from the export failed:\n{completed.stderr[-4000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def _point_latest(runs_dir: Path, run_id: str) -> None:

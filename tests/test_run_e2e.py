@@ -83,7 +83,7 @@ def test_parity_and_a_served_prediction(taxi_run):
     parity = manifest["stages"]["parity"]
     assert parity["passed"] and parity["rows"] == 200
     assert len(parity["features_compared"]) == 18
-    predictions = manifest["predictions"]["predictions"]
+    predictions = manifest["predictions"]
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
     assert "parity: passed" in stdout and "served: P(big tipper)=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
@@ -112,3 +112,30 @@ def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
     assert "transform" not in manifest["stages"]
     assert not (runs_dir / "cents" / "transform").exists()
     assert not (runs_dir / "LATEST").exists()
+
+
+def test_stages_run_one_at_a_time_in_the_same_run_directory(tmp_path):
+    """The DAG runs one stage per task: each continues the run directory of the same run id."""
+    runs_dir = tmp_path / "runs"
+    first = _run(runs_dir, "--run-id", "steps", "--stages", "data,warehouse")
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((runs_dir / "steps" / "manifest.json").read_text())
+    assert manifest["status"] == "in_progress"
+    assert list(manifest["stages"]) == ["data", "warehouse"]
+
+    again = _run(runs_dir, "--run-id", "steps", "--stages", "warehouse,validation")
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = json.loads((runs_dir / "steps" / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["data", "warehouse", "validation"]
+    assert manifest["stages"]["validation"]["status"] == "succeeded"
+    assert (runs_dir / "steps" / "statistics" / "report.html").is_file()
+    assert not (runs_dir / "LATEST").exists()
+
+
+def test_a_stage_without_its_inputs_fails_clearly(tmp_path):
+    runs_dir = tmp_path / "runs"
+    completed = _run(runs_dir, "--run-id", "empty", "--stages", "transform")
+    assert completed.returncode == 1
+    assert "run the warehouse stage first" in completed.stderr
+    unknown = _run(runs_dir, "--run-id", "empty", "--stages", "tranform")
+    assert unknown.returncode == 1 and "unknown stage" in unknown.stderr

@@ -1,0 +1,218 @@
+"""The pipeline's stages as plain functions over one run directory.
+
+Each stage reads what earlier stages left in the run directory (fixed paths, see
+:class:`RunContext`) and records what it did in its manifest entry. That makes every stage
+runnable on its own, in another process or on another day: ``pipeline.run`` calls them in one
+process tree, and the Airflow DAG calls them one task at a time with ``--stages NAME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.artifacts import sha256_file, tree_digest
+from pipeline.dataset import DatasetDefinition
+
+SPLITS_DIR = "splits"
+STATISTICS_DIR = "statistics"
+TRANSFORM_DIR = "transform"
+MODEL_DIR = "model"
+SERVING_DIR = "serving"
+
+
+class StageFailed(RuntimeError):
+    """A stage stopped the run; the message says which stage and why."""
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What a stage needs: the dataset, the run's arguments and directory, and the manifest."""
+
+    dataset: DatasetDefinition
+    run_dir: Path
+    manifest: dict[str, Any]
+    beam_args: list[str]
+    data_dir: Path = Path("data")
+    db: Path | None = None
+    model_name: str = "taxi"
+    train_steps: int = 1000
+    parity_rows: int = 200
+    predict_rows: int = 3
+    start: str | None = None
+    end: str | None = None
+
+    # ---- where earlier stages put things ------------------------------------------------------
+
+    def split_dirs(self) -> dict[str, Path]:
+        root = self.run_dir / SPLITS_DIR
+        splits = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+        if "train" not in splits:
+            raise StageFailed(f"no train split under {root}: run the warehouse stage first")
+        return splits
+
+    @property
+    def transform_dir(self) -> Path:
+        return self.run_dir / TRANSFORM_DIR
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / MODEL_DIR
+
+    @property
+    def model_base(self) -> Path:
+        return self.run_dir / SERVING_DIR / self.model_name
+
+    def stage_record(self, name: str) -> dict[str, Any]:
+        record = self.manifest["stages"].get(name)
+        if not record or record.get("status") != "succeeded":
+            raise StageFailed(f"stage {name!r} has not succeeded in {self.run_dir}")
+        return record
+
+    def export_dir(self) -> Path:
+        return Path(self.stage_record("export")["export_dir"])
+
+    def example_patterns(self) -> dict[str, str]:
+        return dict(self.stage_record("transform")["examples"])
+
+
+# ---- stages ---------------------------------------------------------------------------------
+
+
+def stage_data(ctx: RunContext, record: dict) -> None:
+    """Make sure the embedded warehouse exists (downloads and loads the taxi sample once)."""
+    from pipeline import data
+
+    db_path = ctx.db or data.ensure_taxi_warehouse(ctx.data_dir)
+    record.update(warehouse_file=str(db_path), table=ctx.dataset.table)
+
+
+def stage_warehouse(ctx: RunContext, record: dict) -> None:
+    """BigQuery SQL on the embedded engine: filter, sample and split into Parquet."""
+    from pipeline import warehouse
+
+    db_path = Path(ctx.stage_record("data")["warehouse_file"])
+    config = warehouse.default_split_config(ctx.dataset, start=ctx.start, end=ctx.end)
+    split = warehouse.run_split(config, ctx.run_dir / SPLITS_DIR, db_path=db_path, overwrite=True)
+    record.update(split.to_manifest())
+    ctx.manifest["rows_per_split"] = split.row_counts
+    if not split.row_counts.get("train"):
+        raise StageFailed("the warehouse selected no training rows for this interval")
+
+
+def stage_validation(ctx: RunContext, record: dict) -> None:
+    """TFDV statistics of every split, checked against the committed schema; blocking stops."""
+    from pipeline import validate
+    from pipeline.validation.report import write_html
+
+    stats_dir = ctx.run_dir / STATISTICS_DIR
+    schema = validate.load_schema(ctx.dataset.name)
+    stats = {
+        name: validate.compute_statistics(
+            f"{path}/*.parquet", stats_dir / f"{name}.pb", ctx.beam_args
+        )
+        for name, path in ctx.split_dirs().items()
+    }
+    reports = validate.validate_splits(stats, schema)
+    html = write_html(
+        stats_dir / "report.html", stats, reports, title=f"Validation: {ctx.run_dir.name}"
+    )
+    record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
+    record["report_html"] = str(html)
+    ctx.manifest["schema_sha256"] = sha256_file(validate.schema_path(ctx.dataset.name))
+    ctx.manifest["anomalies"] = [
+        {"split": name, **anomaly}
+        for name, report in record["reports"].items()
+        for anomaly in report["anomalies"]
+    ]
+    for report in reports.values():
+        validate.check(report)
+
+
+def stage_transform(ctx: RunContext, record: dict) -> None:
+    """TFT: analyze train, transform every split, write TFRecords and the transform graph."""
+    from pipeline.transform import run_transform
+
+    result = run_transform(ctx.dataset, ctx.split_dirs(), ctx.transform_dir, ctx.beam_args)
+    record.update(result.to_manifest())
+    record["transform_fn_sha256"] = tree_digest(result.output_dir / "transform_fn")
+
+
+def stage_train(ctx: RunContext, record: dict) -> None:
+    """Train the wide-and-deep model; metrics on eval and test next to the baseline."""
+    from pipeline.train import TrainConfig, train_and_evaluate
+
+    result = train_and_evaluate(
+        ctx.dataset,
+        ctx.transform_dir,
+        ctx.example_patterns(),
+        ctx.model_dir,
+        TrainConfig(train_steps=ctx.train_steps),
+    )
+    record.update(result.to_manifest())
+    ctx.manifest["metrics"] = result.metrics
+
+
+def stage_export(ctx: RunContext, record: dict) -> None:
+    """SavedModel with the transform graph inside, in the TF Serving layout."""
+    from pipeline.export import export_serving_model
+
+    result = export_serving_model(ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base)
+    record.update(result.to_manifest())
+    record["sha256"] = tree_digest(result.export_dir)
+
+
+def stage_parity(ctx: RunContext, record: dict) -> None:
+    """Prove the export computes the training features (and predictions); fail on any gap."""
+    from pipeline.parity import check_parity
+
+    report = check_parity(
+        ctx.dataset,
+        ctx.transform_dir,
+        ctx.export_dir(),
+        ctx.split_dirs()["eval"],
+        rows=ctx.parity_rows,
+        model_dir=ctx.model_dir,
+    )
+    record.update(report.to_manifest())
+    if not report.passed:
+        raise StageFailed(
+            "serving features differ from training features:\n  "
+            + "\n  ".join(report.mismatches[:20])
+        )
+
+
+def stage_predict(ctx: RunContext, record: dict) -> None:
+    """Load the export in a fresh process and predict raw eval rows, as a client would."""
+    command = [
+        sys.executable, "-m", "pipeline.predict",
+        "--dataset", ctx.dataset.name,
+        "--export-dir", str(ctx.export_dir()),
+        "--split-dir", str(ctx.split_dirs()["eval"]),
+        "--rows", str(ctx.predict_rows),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise StageFailed(f"prediction from the export failed:\n{completed.stderr[-4000:]}")
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    record.update(result)
+    ctx.manifest["predictions"] = result["predictions"]
+
+
+Stage = Callable[[RunContext, dict], None]
+
+STAGES: dict[str, Stage] = {
+    "data": stage_data,
+    "warehouse": stage_warehouse,
+    "validation": stage_validation,
+    "transform": stage_transform,
+    "train": stage_train,
+    "export": stage_export,
+    "parity": stage_parity,
+    "predict": stage_predict,
+}
