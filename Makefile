@@ -17,7 +17,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning
 
-.PHONY: setup data run test lint lock clean
+.PHONY: setup data browser run test lint lock clean
 
 setup: $(STAMP) data
 
@@ -31,10 +31,17 @@ $(STAMP): pyproject.toml requirements/pipeline.lock
 data: $(STAMP)
 	$(PY) -m pipeline.data prepare --data-dir $(DATA_DIR)
 
+# The validation report is checked in a real headless browser: Debian's chromium.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-liberation \
+		fonts-dejavu-core >/dev/null; }
+
 run: setup
 	$(PY) -m pipeline.run --runner DirectRunner $(RUN_ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -42,7 +49,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 lock: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | grep -v '^taxi-preprocessing' > requirements/pipeline.lock
+	{ sed -n '1,/^# pyproject.toml/p' requirements/pipeline.lock; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^taxi-preprocessing'; } > requirements/pipeline.lock.new
+	mv requirements/pipeline.lock.new requirements/pipeline.lock
 
 clean:
 	rm -rf runs models

@@ -2,7 +2,8 @@
 
 Data flows as Arrow RecordBatches end to end: Parquet -> list batches (``pipeline.arrow_io``) ->
 ``tft_beam.AnalyzeDataset`` / ``TransformDataset(output_record_batches=True)`` -> tfx_bsl's C++
-``tf.Example`` encoder -> gzipped TFRecord shards. No per-row Python runs on the way.
+``tf.Example`` encoder -> TensorFlow's C++ gzipped TFRecord writer, a batch per Beam element
+(``pipeline.tfrecord_io``). No per-row Beam element and no per-row Python transform on the way.
 
 Layout of the output directory (read it with ``tft.TFTransformOutput``)::
 
@@ -30,6 +31,7 @@ from pipeline.artifacts import staged_directory
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.raw_schema import tensor_adapter_config
+from pipeline.tfrecord_io import WriteBatchesToTFRecord, finalize_shards
 from transforms.preprocessing import make_preprocessing_fn
 
 EXAMPLES_DIR = "examples"
@@ -100,15 +102,8 @@ def build_transform_pipeline(
             transformed = ((batches, adapter_config), transform_fn) | f"Transform[{split}]" >> (
                 tft_beam.TransformDataset(output_record_batches=True)
             )
-            _ = (
-                transformed
-                | f"Encode[{split}]" >> tft_beam.EncodeTransformedDataset()
-                | f"Write[{split}]"
-                >> beam.io.WriteToTFRecord(
-                    str(output_dir / EXAMPLES_DIR / split),
-                    file_name_suffix=".tfrecord.gz",
-                    compression_type=beam.io.filesystem.CompressionTypes.GZIP,
-                )
+            _ = transformed[0] | f"Write[{split}]" >> WriteBatchesToTFRecord(
+                output_dir / EXAMPLES_DIR, split
             )
 
 
@@ -131,6 +126,8 @@ def run_transform(
         result = pipeline.run()
         result.wait_until_finish()
         rows = _row_counts(result, split_patterns)
+        for split in split_patterns:
+            finalize_shards(staging / EXAMPLES_DIR, split)
         _remove_tree(staging / ".tft_tmp")
     patterns = {
         split: str(output_dir / EXAMPLES_DIR / f"{split}-*.tfrecord.gz") for split in split_patterns
