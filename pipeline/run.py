@@ -112,6 +112,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--parity-rows", type=int, default=200)
     parser.add_argument("--predict-rows", type=int, default=3)
+    parser.add_argument(
+        "--push-base",
+        type=Path,
+        help="model base that blessed exports are pushed to (default: models/<model-name>)",
+    )
+    parser.add_argument("--auc-floor", type=float, default=0.6, help="bless only above this AUC")
+    parser.add_argument(
+        "--auc-tolerance",
+        type=float,
+        default=0.01,
+        help="bless only if eval AUC is at most this much below the served version's",
+    )
     parser.add_argument("--start", help="first day of the data interval (YYYY-MM-DD), inclusive")
     parser.add_argument("--end", help="end of the data interval (YYYY-MM-DD), exclusive")
     return parser.parse_known_args(argv)
@@ -170,6 +182,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         predict_rows=args.predict_rows,
         start=args.start,
         end=args.end,
+        push_base=args.push_base,
+        auc_floor=args.auc_floor,
+        auc_tolerance=args.auc_tolerance,
     )
     manifest.pop("error", None)
     manifest.pop("traceback", None)
@@ -238,6 +253,10 @@ def summary(manifest: dict[str, Any]) -> str:
             f"{request.get('payment_type')} trip, fare {request.get('fare')}, "
             f"{request.get('trip_miles')} miles"
         )
+    push = manifest["stages"].get("push", {})
+    if "blessed" in push:
+        verdict = f"pushed as version {push['version']}" if push["blessed"] else "not pushed"
+        lines.append(f"  push: {verdict} ({push['reason']})")
     if manifest["status"] != "succeeded":
         lines.append(f"  error: {manifest.get('error')}")
     return "\n".join(lines)

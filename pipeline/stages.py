@@ -46,6 +46,10 @@ class RunContext:
     predict_rows: int = 3
     start: str | None = None
     end: str | None = None
+    # Where blessed models are published for serving (TF Serving layout); None: models/<name>.
+    push_base: Path | None = None
+    auc_floor: float = 0.6
+    auc_tolerance: float = 0.01
 
     # ---- where earlier stages put things ------------------------------------------------------
 
@@ -204,6 +208,21 @@ def stage_predict(ctx: RunContext, record: dict) -> None:
     ctx.manifest["predictions"] = result["predictions"]
 
 
+def stage_push(ctx: RunContext, record: dict) -> None:
+    """Bless and publish the export when its eval AUC clears the floor and the served model.
+
+    Not being blessed is a normal outcome (recorded, the run still succeeds): the served version
+    simply stays.
+    """
+    from pipeline.push import push
+
+    eval_auc = float(ctx.manifest["metrics"]["eval"]["auc"])
+    base = ctx.push_base or Path("models") / ctx.model_name
+    decision = push(ctx.export_dir(), base, eval_auc, ctx.auc_floor, ctx.auc_tolerance)
+    record.update(decision.to_json())
+    ctx.manifest["pushed"] = decision.blessed
+
+
 Stage = Callable[[RunContext, dict], None]
 
 STAGES: dict[str, Stage] = {
@@ -215,4 +234,5 @@ STAGES: dict[str, Stage] = {
     "export": stage_export,
     "parity": stage_parity,
     "predict": stage_predict,
+    "push": stage_push,
 }

@@ -15,7 +15,17 @@ from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["data", "warehouse", "validation", "transform", "train", "export", "parity", "predict"]
+STAGES = [
+    "data",
+    "warehouse",
+    "validation",
+    "transform",
+    "train",
+    "export",
+    "parity",
+    "predict",
+    "push",
+]
 
 
 def _run(runs_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -32,6 +42,8 @@ def _run(runs_dir: Path, *extra: str) -> subprocess.CompletedProcess:
             str(REPO_ROOT / "data"),
             "--train-steps",
             "200",
+            "--push-base",
+            str(runs_dir.parent / "models" / "taxi"),
             *extra,
         ],
         capture_output=True,
@@ -87,6 +99,19 @@ def test_parity_and_a_served_prediction(taxi_run):
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
     assert "parity: passed" in stdout and "served: P(big tipper)=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
+
+
+def test_a_blessed_model_is_pushed_in_the_serving_layout(taxi_run):
+    runs_dir, manifest, stdout = taxi_run
+    push = manifest["stages"]["push"]
+    assert push["blessed"] is True and manifest["pushed"] is True
+    version_dir = Path(push["version_dir"])
+    assert version_dir.parent == runs_dir.parent / "models" / "taxi"
+    assert (version_dir / "saved_model.pb").is_file()
+    assert json.loads((version_dir / "blessing.json").read_text())["eval_auc"] == pytest.approx(
+        manifest["metrics"]["eval"]["auc"]
+    )
+    assert f"push: pushed as version {push['version']}" in stdout
 
 
 def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):
