@@ -74,37 +74,70 @@ def _split_pattern(split_dir: Path | str) -> str:
     return split_dir if any(ch in split_dir for ch in "*?[") else f"{split_dir}/*.parquet"
 
 
-def build_transform_pipeline(
-    pipeline: beam.Pipeline,
+def _read_counted(pipeline: beam.Pipeline, split: str, pattern: str, schema: pa.Schema):
+    return (
+        pipeline
+        | f"Read[{split}]" >> ReadSplitBatches(pattern, schema)
+        | f"Count[{split}]" >> beam.ParDo(_CountRows(split))
+    )
+
+
+def _run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def analyze(
+    dataset: DatasetDefinition,
+    train_pattern: str,
+    transform_fn_dir: Path,
+    temp_dir: Path,
+    beam_args: list[str] | None = None,
+) -> None:
+    """Full pass over the training split: write ``transform_fn`` and ``transformed_metadata``."""
+    adapter_config = tensor_adapter_config(dataset)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+    with tft_beam.Context(temp_dir=str(temp_dir)):
+        raw = _read_counted(pipeline, ANALYZE_SPLIT, train_pattern, adapter_config.arrow_schema)
+        transform_fn = (raw, adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
+            make_preprocessing_fn(dataset)
+        )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(transform_fn_dir))
+        _run(pipeline)
+
+
+def transform_splits(
     dataset: DatasetDefinition,
     split_patterns: dict[str, str],
-    output_dir: Path,
+    transform_fn_dir: Path,
+    examples_dir: Path,
     temp_dir: Path,
-) -> None:
-    """Add analyze (train only), transform (every split) and writes to ``pipeline``."""
-    if ANALYZE_SPLIT not in split_patterns:
-        raise ValueError(f"the transform stage needs a {ANALYZE_SPLIT!r} split to analyze")
+    beam_args: list[str] | None = None,
+) -> dict[str, int]:
+    """Apply the stored ``transform_fn`` to every split; write TFRecord shards; count rows.
+
+    A separate pipeline from :func:`analyze` on purpose: with the transform graph already on
+    disk, read -> transform -> encode -> write fuse into one streaming stage, so memory stays
+    flat however large the split (in one pipeline the runner buffers the whole raw split until
+    the analysis is done).
+    """
     adapter_config = tensor_adapter_config(dataset)
-    arrow_schema = adapter_config.arrow_schema
-    preprocessing_fn = make_preprocessing_fn(dataset)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
     with tft_beam.Context(temp_dir=str(temp_dir)):
-        raw = {
-            split: pipeline
-            | f"Read[{split}]" >> ReadSplitBatches(pattern, arrow_schema)
-            | f"Count[{split}]" >> beam.ParDo(_CountRows(split))
-            for split, pattern in sorted(split_patterns.items())
-        }
-        transform_fn = (raw[ANALYZE_SPLIT], adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
-            preprocessing_fn
+        transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(
+            str(transform_fn_dir)
         )
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(output_dir))
-        for split, batches in raw.items():
-            transformed = ((batches, adapter_config), transform_fn) | f"Transform[{split}]" >> (
+        for split, pattern in sorted(split_patterns.items()):
+            raw = _read_counted(pipeline, split, pattern, adapter_config.arrow_schema)
+            transformed = ((raw, adapter_config), transform_fn) | f"Transform[{split}]" >> (
                 tft_beam.TransformDataset(output_record_batches=True)
             )
-            _ = transformed[0] | f"Write[{split}]" >> WriteBatchesToTFRecord(
-                output_dir / EXAMPLES_DIR, split
-            )
+            _ = transformed[0] | f"Write[{split}]" >> WriteBatchesToTFRecord(examples_dir, split)
+        result = _run(pipeline)
+    for split in split_patterns:
+        finalize_shards(examples_dir, split)
+    return _row_counts(result, split_patterns)
 
 
 def run_transform(
@@ -113,22 +146,19 @@ def run_transform(
     output_dir: Path,
     beam_args: list[str] | None = None,
 ) -> TransformResult:
-    """Run the transform stage and publish ``output_dir`` atomically."""
+    """Analyze train, transform every split, and publish ``output_dir`` atomically."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
     split_patterns = {split: _split_pattern(path) for split, path in split_dirs.items()}
+    if ANALYZE_SPLIT not in split_patterns:
+        raise ValueError(f"the transform stage needs a {ANALYZE_SPLIT!r} split to analyze")
     with staged_directory(output_dir) as staging:
-        options = PipelineOptions(beam_args or [])
-        pipeline = beam.Pipeline(options=options)
-        build_transform_pipeline(
-            pipeline, dataset, split_patterns, staging, temp_dir=staging / ".tft_tmp"
+        temp_dir = staging / ".tft_tmp"
+        analyze(dataset, split_patterns[ANALYZE_SPLIT], staging, temp_dir, beam_args)
+        rows = transform_splits(
+            dataset, split_patterns, staging, staging / EXAMPLES_DIR, temp_dir, beam_args
         )
-        result = pipeline.run()
-        result.wait_until_finish()
-        rows = _row_counts(result, split_patterns)
-        for split in split_patterns:
-            finalize_shards(staging / EXAMPLES_DIR, split)
-        _remove_tree(staging / ".tft_tmp")
+        _remove_tree(temp_dir)
     patterns = {
         split: str(output_dir / EXAMPLES_DIR / f"{split}-*.tfrecord.gz") for split in split_patterns
     }
