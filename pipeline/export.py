@@ -7,8 +7,34 @@ other directory and cannot apply different preprocessing than training did.
 Signatures:
 
 * ``serving_default``: serialized raw ``tf.Example``s (no label) -> ``probabilities``, ``classes``.
+* ``serving_raw``: the raw serving columns as named tensors, for JSON clients -> the same
+  ``probabilities`` and ``classes``, through the same transform layer and model.
 * ``transform_features``: serialized raw ``tf.Example``s -> every transformed feature, exactly as
   the model sees it; the parity check compares these with the Beam/TFT path's output.
+
+``serving_raw`` takes one 1-D tensor per serving column of the dataset definition (every column,
+in every request; dtype from :func:`pipeline.raw_schema.tf_dtype`: ``int64``, ``float32`` or
+``string``), one element per row. TF Serving's REST API requires every named input in every
+instance and rectangular tensors, so a missing value cannot be left out or sent as ``null``; it
+is marked in-band, per type (:data:`MISSING_VALUES`):
+
+* ``FLOAT64`` columns: ``NaN`` (TF Serving's JSON accepts the ``NaN`` token for float tensors);
+* ``INT64`` (and ``TIMESTAMP``) columns: ``-9007199254740991`` (:data:`MISSING_INT64`, the
+  smallest integer a JavaScript client can send exactly);
+* ``STRING`` columns: the empty string (as TF Serving requires of any input named ``*_bytes``,
+  such a column's values travel as ``{"b64": ...}``).
+
+A TF Serving REST request is ``{"signature_name": "serving_raw", "instances": [{"fare": 12.5,
+"company": "", "trip_seconds": -9007199254740991, ...}, ...]}`` (:func:`raw_instances` builds the
+instances from rows with ``None`` for missing values).
+
+The signature turns each column into the ``SparseTensor`` ``[batch, 1]`` that ``parse_example``
+makes of a VarLen feature (the marked rows left empty), so the transform graph imputes missing
+values exactly as it does for a ``tf.Example`` without the feature. The markers are therefore
+not values: a real empty string or NaN is read as missing (for a feature whose imputation
+default is itself ``""`` that changes nothing). A RaggedTensor input would say "missing"
+structurally, but a signature flattens it into values and row-splits tensors that TF Serving's
+row format cannot carry.
 
 Exports go to ``<model_base>/<version>/``, the layout TensorFlow Serving reads.
 """
@@ -18,22 +44,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline.artifacts import staged_directory
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
-from pipeline.raw_schema import raw_feature_spec
+from pipeline.raw_schema import raw_feature_spec, tf_dtype
 from pipeline.train import load_trained_model
 
 SERVING_SIGNATURE = "serving_default"
+RAW_SIGNATURE = "serving_raw"
 TRANSFORM_SIGNATURE = "transform_features"
 EXAMPLES_INPUT = "examples"
 DECISION_THRESHOLD = 0.5
+
+# How a ``serving_raw`` client marks a missing value, by the column's split-file type.
+MISSING_INT64 = -(2**53 - 1)
+MISSING_VALUES: dict[str, Any] = {"INT64": MISSING_INT64, "FLOAT64": math.nan, "STRING": ""}
 
 
 @dataclasses.dataclass
@@ -54,26 +89,97 @@ def _serving_functions(dataset: DatasetDefinition, model, tft_layer) -> dict:
     serving_spec = raw_feature_spec(dataset, serving=True)
     feature_names = [f.output_name for f in dataset.features]
     examples_spec = tf.TensorSpec(shape=[None], dtype=tf.string, name=EXAMPLES_INPUT)
+    raw_specs = {
+        c.name: tf.TensorSpec(shape=[None], dtype=tf_dtype(c.type), name=c.name)
+        for c in dataset.serving_columns
+    }
+    kinds = [(c.name, c.type.split_file_type) for c in dataset.serving_columns]
 
-    def transform(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        raw = tf.io.parse_example(serialized, serving_spec)
+    def transform(raw: dict) -> dict[str, tf.Tensor]:
         transformed = tft_layer(raw)
         return {name: transformed[name] for name in feature_names}
 
-    @tf.function(input_signature=[examples_spec])
-    def serve_examples(examples):
-        probabilities = tf.reshape(model(transform(examples)), [-1])
+    def predict(raw: dict) -> dict[str, tf.Tensor]:
+        probabilities = tf.reshape(model(transform(raw)), [-1])
         classes = tf.cast(probabilities >= DECISION_THRESHOLD, tf.int64)
         return {"probabilities": probabilities, "classes": classes}
 
     @tf.function(input_signature=[examples_spec])
+    def serve_examples(examples):
+        return predict(tf.io.parse_example(examples, serving_spec))
+
+    @tf.function(input_signature=[raw_specs])
+    def serve_raw(features):
+        return predict({name: _marked_to_sparse(features[name], kind) for name, kind in kinds})
+
+    @tf.function(input_signature=[examples_spec])
     def transform_features(examples):
-        return transform(examples)
+        return transform(tf.io.parse_example(examples, serving_spec))
 
     return {
         SERVING_SIGNATURE: serve_examples.get_concrete_function(),
+        RAW_SIGNATURE: serve_raw.get_concrete_function(),
         TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
     }
+
+
+def _marked_to_sparse(values: tf.Tensor, kind: str) -> tf.SparseTensor:
+    """``[batch]`` values with missing markers -> the VarLen ``SparseTensor [batch, 1]``."""
+    if kind == "FLOAT64":
+        present = tf.logical_not(tf.math.is_nan(values))
+    else:
+        present = tf.not_equal(values, tf.constant(MISSING_VALUES[kind], dtype=values.dtype))
+    rows = tf.where(present)
+    return tf.SparseTensor(
+        indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+        values=tf.boolean_mask(values, present),
+        dense_shape=tf.stack([tf.shape(values, out_type=tf.int64)[0], tf.constant(1, tf.int64)]),
+    )
+
+
+def raw_inputs(
+    dataset: DatasetDefinition, rows: Iterable[Mapping[str, Any]]
+) -> dict[str, np.ndarray]:
+    """``serving_raw`` inputs for raw rows: one array per serving column, markers for missing.
+
+    A row maps column names to a value, ``None``, or a list of at most one value (the form
+    :func:`pipeline.predict.raw_examples` returns); an absent column is missing.
+    """
+    rows = list(rows)
+    inputs = {}
+    for column in dataset.serving_columns:
+        kind = column.type.split_file_type
+        marker = MISSING_VALUES[kind]
+        values = [_scalar(row.get(column.name), column.name, marker) for row in rows]
+        if kind == "STRING":
+            inputs[column.name] = np.array(
+                [v.encode() if isinstance(v, str) else v for v in values], dtype=object
+            )
+        else:
+            inputs[column.name] = np.array(values, dtype=tf_dtype(column.type).as_numpy_dtype)
+    return inputs
+
+
+def raw_instances(dataset: DatasetDefinition, rows: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The same rows as TF Serving REST ``instances`` for ``serving_raw`` (JSON-ready values)."""
+    instances = []
+    for row in rows:
+        instance = {}
+        for column in dataset.serving_columns:
+            value = _scalar(
+                row.get(column.name), column.name, MISSING_VALUES[column.type.split_file_type]
+            )
+            instance[column.name] = value.decode() if isinstance(value, bytes) else value
+        instances.append(instance)
+    return instances
+
+
+def _scalar(value: Any, name: str, marker: Any) -> Any:
+    if isinstance(value, list | tuple):
+        if len(value) > 1:
+            raise ValueError(f"{name}: serving_raw takes one value per row, got {value!r}")
+        value = value[0] if value else None
+    return marker if value is None else value
 
 
 def export_serving_model(

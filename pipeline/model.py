@@ -1,29 +1,45 @@
 """Wide-and-deep Keras model whose inputs derive from the dataset definition.
 
 The wide part is a linear model over one-hot categorical ids (vocabularies, buckets, hashed
-crosses): it memorizes. The deep part embeds categorical ids and joins the dense features in a
-small neural net: it generalizes. Their logits add up to one joint logit.
+crosses) and any dense feature marked for it: it memorizes. The deep part embeds categorical ids
+and joins the dense features (of any width) in a small neural net: it generalizes. Their logits
+add up to one joint logit.
+
+Nothing here names a feature: every input, its kind (categorical id or dense vector) and its
+width come from the dataset definition and the transform's recorded output, and each feature
+feeds the part(s) its ``model_part`` names. :func:`build_model` with ``parts=WIDE_ONLY`` builds
+the wide part alone from the same wiring (the linear baseline).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline.dataset import DatasetDefinition, Feature, ModelPart, Transform
+from pipeline.dataset import DatasetDefinition, Feature, ModelPart
+
+WIDE_AND_DEEP = frozenset({ModelPart.WIDE, ModelPart.DEEP})
+WIDE_ONLY = frozenset({ModelPart.WIDE})
+# Metrics compiled into every model; ``model.evaluate`` also returns the training ``loss``.
+METRICS = ("auc", "accuracy", "precision", "recall", "log_loss")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
-    """One model input: a categorical id with ``num_categories`` values, or a dense vector."""
+    """One model input: a categorical id with ``num_categories`` values, or a dense vector.
+
+    ``width`` is the number of values per example: 1 for a scalar, k for a fixed-length vector
+    (dense: e.g. PCA components or a multi-hot; categorical: k ids from the same domain).
+    """
 
     feature: Feature
     num_categories: int | None = None  # categorical inputs
-    width: int = 1  # dense inputs: values per example
+    width: int = 1
 
     @property
     def name(self) -> str:
@@ -32,6 +48,9 @@ class ModelInput:
     @property
     def is_categorical(self) -> bool:
         return self.num_categories is not None
+
+    def feeds(self, part: ModelPart) -> bool:
+        return self.feature.model_part in (part, ModelPart.BOTH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,25 +62,51 @@ class ModelConfig:
 
 
 def model_inputs(dataset: DatasetDefinition, tft_output: tft.TFTransformOutput) -> list[ModelInput]:
-    """Describe every model input from the definition and the transform's recorded domains."""
+    """Describe every model input from the definition and the transform's recorded output."""
     spec = tft_output.transformed_feature_spec()
     inputs = []
     for feature in dataset.features:
+        width = _width(feature, spec.get(feature.output_name))
         if feature.is_categorical:
-            inputs.append(ModelInput(feature, num_categories=_num_categories(feature, tft_output)))
+            num_categories = _num_categories(feature, tft_output)
+            inputs.append(ModelInput(feature, num_categories=num_categories, width=width))
         else:
-            shape = spec[feature.output_name].shape
-            inputs.append(ModelInput(feature, width=int(shape[0]) if len(shape) else 1))
+            inputs.append(ModelInput(feature, width=width))
     return inputs
 
 
+def _width(feature: Feature, spec) -> int:
+    if spec is None:
+        raise ValueError(
+            f"feature {feature.name!r}: {feature.output_name!r} is not in the transform output "
+            "(was it made with another dataset definition?)"
+        )
+    if not isinstance(spec, tf.io.FixedLenFeature) or len(spec.shape) > 1:
+        raise ValueError(
+            f"feature {feature.name!r}: the model takes a scalar or a fixed-length vector per "
+            f"example, the transform output has {spec!r}"
+        )
+    return int(spec.shape[0]) if len(spec.shape) else 1
+
+
 def _num_categories(feature: Feature, tft_output: tft.TFTransformOutput) -> int:
-    if feature.transform is Transform.IDENTITY:
-        return int(feature.params["num_buckets"])
-    if feature.transform is Transform.CROSS:
-        return int(feature.params["hash_buckets"])
-    # Vocabularies and quantile buckets: TFT records the id range in the transformed schema.
-    return int(tft_output.num_buckets_for_transformed_feature(feature.output_name))
+    """Size of a categorical feature's id range ``[0, n)``.
+
+    The transform's recorded domain comes first (analyzers such as vocabularies and quantile
+    buckets record it, as may any other categorical transform); otherwise the definition's
+    ``num_buckets`` / ``hash_buckets`` param fixes it.
+    """
+    try:
+        return int(tft_output.num_buckets_for_transformed_feature(feature.output_name))
+    except ValueError:
+        pass
+    for param in ("num_buckets", "hash_buckets"):
+        if param in feature.params:
+            return int(feature.params[param])
+    raise ValueError(
+        f"feature {feature.name!r}: categorical, but neither the transform output records its "
+        "id range nor do its params (num_buckets / hash_buckets) give it"
+    )
 
 
 def embedding_dim(num_categories: int, cap: int) -> int:
@@ -69,8 +114,19 @@ def embedding_dim(num_categories: int, cap: int) -> int:
     return max(2, min(cap, math.ceil(6 * num_categories**0.25)))
 
 
-def build_model(inputs: list[ModelInput], config: ModelConfig = ModelConfig()) -> tf_keras.Model:
-    """A compiled wide-and-deep binary classifier taking a dict of transformed features."""
+def build_model(
+    inputs: list[ModelInput],
+    config: ModelConfig = ModelConfig(),
+    parts: Iterable[ModelPart] = WIDE_AND_DEEP,
+) -> tf_keras.Model:
+    """A compiled binary classifier taking a dict of transformed features.
+
+    ``parts`` chooses the wide part, the deep part or both (the default). The model takes every
+    input either way, so the same batches feed a wide-and-deep model and its wide-only baseline.
+    """
+    parts = frozenset(parts)
+    if not parts or not parts <= WIDE_AND_DEEP:
+        raise ValueError(f"parts must be a non-empty subset of {sorted(WIDE_AND_DEEP)}")
     keras_inputs = {
         i.name: tf_keras.Input(
             shape=() if i.width == 1 else (i.width,),
@@ -79,51 +135,68 @@ def build_model(inputs: list[ModelInput], config: ModelConfig = ModelConfig()) -
         )
         for i in inputs
     }
-    wide = [
-        tf_keras.layers.CategoryEncoding(i.num_categories, "one_hot", name=f"onehot_{i.name}")(
-            keras_inputs[i.name]
-        )
-        for i in inputs
-        if i.is_categorical and i.feature.model_part in (ModelPart.WIDE, ModelPart.BOTH)
-    ]
-    deep = []
-    for i in inputs:
-        if i.feature.model_part not in (ModelPart.DEEP, ModelPart.BOTH):
-            continue
-        if i.is_categorical:
-            dim = embedding_dim(i.num_categories, config.max_embedding_dim)
-            deep.append(
-                tf_keras.layers.Embedding(i.num_categories, dim, name=f"embed_{i.name}")(
-                    keras_inputs[i.name]
-                )
-            )
-        else:
-            deep.append(
-                tf_keras.layers.Reshape((i.width,), name=f"dense_{i.name}")(keras_inputs[i.name])
-            )
     logits = []
-    if wide:
-        wide_x = _concat(wide, "wide_features")
-        logits.append(tf_keras.layers.Dense(1, name="wide_logit")(wide_x))
-    if deep:
-        x = _concat(deep, "deep_features")
-        for layer, units in enumerate(config.hidden_units):
-            x = tf_keras.layers.Dense(units, activation="relu", name=f"deep_hidden_{layer}")(x)
-            if config.dropout:
-                x = tf_keras.layers.Dropout(config.dropout, name=f"deep_dropout_{layer}")(x)
-        logits.append(tf_keras.layers.Dense(1, name="deep_logit")(x))
+    if ModelPart.WIDE in parts:
+        wide = [_wide_tensor(i, keras_inputs[i.name]) for i in inputs if i.feeds(ModelPart.WIDE)]
+        if wide:
+            logits.append(
+                tf_keras.layers.Dense(1, name="wide_logit")(_concat(wide, "wide_features"))
+            )
+    if ModelPart.DEEP in parts:
+        deep = [
+            _deep_tensor(i, keras_inputs[i.name], config) for i in inputs if i.feeds(ModelPart.DEEP)
+        ]
+        if deep:
+            x = _concat(deep, "deep_features")
+            for layer, units in enumerate(config.hidden_units):
+                x = tf_keras.layers.Dense(units, activation="relu", name=f"deep_hidden_{layer}")(x)
+                if config.dropout:
+                    x = tf_keras.layers.Dropout(config.dropout, name=f"deep_dropout_{layer}")(x)
+            logits.append(tf_keras.layers.Dense(1, name="deep_logit")(x))
+    if not logits:
+        raise ValueError(f"no feature of the definition feeds {sorted(parts)}")
     logit = logits[0] if len(logits) == 1 else tf_keras.layers.Add(name="logit")(logits)
     probability = tf_keras.layers.Activation("sigmoid", name="probability")(logit)
-    model = tf_keras.Model(inputs=keras_inputs, outputs=probability, name="wide_and_deep")
+    name = "wide_and_deep" if parts == WIDE_AND_DEEP else f"{next(iter(parts))}_only"
+    model = tf_keras.Model(inputs=keras_inputs, outputs=probability, name=name)
     model.compile(
         optimizer=tf_keras.optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy",
-        metrics=[
-            tf_keras.metrics.AUC(name="auc"),
-            tf_keras.metrics.BinaryAccuracy(name="accuracy"),
-        ],
+        metrics=compile_metrics(),
     )
     return model
+
+
+def compile_metrics() -> list[tf_keras.metrics.Metric]:
+    """The metrics every model reports, named as in :data:`METRICS` (threshold 0.5)."""
+    return [
+        tf_keras.metrics.AUC(name="auc"),
+        tf_keras.metrics.BinaryAccuracy(name="accuracy"),
+        tf_keras.metrics.Precision(name="precision"),
+        tf_keras.metrics.Recall(name="recall"),
+        tf_keras.metrics.BinaryCrossentropy(name="log_loss"),
+    ]
+
+
+def _wide_tensor(i: ModelInput, x):
+    """Linear-part input: one-hot (multi-hot for k ids) of a categorical id, or dense values."""
+    if i.is_categorical:
+        mode, prefix = ("one_hot", "onehot") if i.width == 1 else ("multi_hot", "multihot")
+        return tf_keras.layers.CategoryEncoding(i.num_categories, mode, name=f"{prefix}_{i.name}")(
+            x
+        )
+    return tf_keras.layers.Reshape((i.width,), name=f"linear_{i.name}")(x)
+
+
+def _deep_tensor(i: ModelInput, x, config: ModelConfig):
+    """Deep-part input: an embedding of a categorical id (averaged over k ids), or dense values."""
+    if not i.is_categorical:
+        return tf_keras.layers.Reshape((i.width,), name=f"dense_{i.name}")(x)
+    dim = embedding_dim(i.num_categories, config.max_embedding_dim)
+    embedded = tf_keras.layers.Embedding(i.num_categories, dim, name=f"embed_{i.name}")(x)
+    if i.width == 1:
+        return embedded
+    return tf_keras.layers.GlobalAveragePooling1D(name=f"embed_mean_{i.name}")(embedded)
 
 
 def _concat(tensors: list, name: str):

@@ -1,8 +1,18 @@
-"""Train the wide-and-deep model on the transformed TFRecords and evaluate it.
+"""Train the wide-and-deep model on the transformed TFRecords and evaluate it against baselines.
 
 The input pipeline keeps the trainer busy: shards are read in parallel (interleave), records are
 shuffled, batched *before* parsing so one vectorized ``parse_example`` handles a whole batch, and
-the next batches are prefetched while the model trains on the current one.
+the next batches are prefetched while the model trains on the current one
+(``bench/input_pipeline.py`` measures the pipeline against the model's consumption).
+
+Metrics (AUC, accuracy, precision, recall, log loss) are reported on eval and test for the model
+and for two baselines beside it:
+
+* ``majority_baseline_<split>``: always predict the training split's majority class, with the
+  training positive rate as the probability (AUC 0.5; its log loss is that of the base rate);
+* ``wide_baseline_<split>``: the wide part alone (a linear model over the same one-hot features),
+  built by the same code, trained on the same batches for the same steps with the same early
+  stopping.
 """
 
 from __future__ import annotations
@@ -10,10 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
@@ -21,9 +31,20 @@ import tf_keras
 from pipeline.artifacts import staged_directory
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
-from pipeline.model import ModelConfig, build_model, model_inputs
+from pipeline.model import (
+    WIDE_AND_DEEP,
+    WIDE_ONLY,
+    ModelConfig,
+    ModelInput,
+    build_model,
+    model_inputs,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
+EVAL_BATCH_SIZE = 1024
+EVALUATED_SPLITS = ("eval", "test")
+# Log loss clips probabilities like Keras' binary cross-entropy does.
+_EPSILON = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +55,8 @@ class TrainConfig:
     early_stopping_patience: int = 3
     seed: int = 42
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    # Train the wide part alone as a baseline (doubles training time).
+    wide_baseline: bool = True
 
 
 @dataclasses.dataclass
@@ -42,14 +65,20 @@ class TrainResult:
     metrics: dict[str, dict[str, float]]
     seconds: float
     steps: int
+    config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    wide_baseline_steps: int | None = None
 
     def to_manifest(self) -> dict:
-        return {
+        manifest = {
             "model_dir": str(self.model_dir),
             "metrics": self.metrics,
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
+            "config": dataclasses.asdict(self.config),
         }
+        if self.wide_baseline_steps is not None:
+            manifest["wide_baseline_steps"] = self.wide_baseline_steps
+        return manifest
 
 
 def make_dataset(
@@ -80,23 +109,80 @@ def make_dataset(
         features = tf.io.parse_example(serialized, feature_spec)
         return features, features.pop(label)
 
-    return batches.map(parse, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    parsed = batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+    return parsed.prefetch(AUTOTUNE)
 
 
-def _count_positive(dataset: tf.data.Dataset) -> tuple[int, int]:
-    positives = total = 0
-    for _, labels in dataset:
-        labels = labels.numpy()
-        positives += int(labels.sum())
-        total += len(labels)
-    return positives, total
+def majority_baseline(train_positive_rate: float, positive_rate: float) -> dict[str, float]:
+    """Metrics on a split with ``positive_rate`` of always predicting the training majority.
 
-
-def majority_baseline(train_positive_rate: float, eval_positive_rate: float) -> dict[str, float]:
-    """Metrics of always predicting the training split's majority class."""
+    The probability predicted for every row is the training positive rate, so AUC is 0.5 and
+    the log loss is the cross-entropy of the base rate; the class is the training majority.
+    """
     predicts_positive = train_positive_rate >= 0.5
-    accuracy = eval_positive_rate if predicts_positive else 1.0 - eval_positive_rate
-    return {"auc": 0.5, "accuracy": round(accuracy, 6)}
+    accuracy = positive_rate if predicts_positive else 1.0 - positive_rate
+    p = min(max(train_positive_rate, _EPSILON), 1.0 - _EPSILON)
+    log_loss = -(positive_rate * math.log(p) + (1.0 - positive_rate) * math.log(1.0 - p))
+    return {
+        "auc": 0.5,
+        "accuracy": round(accuracy, 6),
+        # Keras reports 0 precision when nothing is predicted positive.
+        "precision": round(positive_rate, 6) if predicts_positive else 0.0,
+        "recall": (1.0 if positive_rate > 0 else 0.0) if predicts_positive else 0.0,
+        "log_loss": round(log_loss, 6),
+    }
+
+
+def _fit(
+    model: tf_keras.Model,
+    train_ds: tf.data.Dataset,
+    eval_ds: tf.data.Dataset,
+    config: TrainConfig,
+    log_dir: Path,
+) -> int:
+    """Fit with early stopping on eval AUC and TensorBoard logs; returns the steps trained."""
+    history = model.fit(
+        train_ds,
+        validation_data=eval_ds,
+        epochs=max(1, config.train_steps // config.steps_per_epoch),
+        steps_per_epoch=config.steps_per_epoch,
+        callbacks=[
+            tf_keras.callbacks.EarlyStopping(
+                monitor="val_auc",
+                mode="max",
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            ),
+            tf_keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False),
+        ],
+        verbose=0,
+    )
+    return len(history.history["loss"]) * config.steps_per_epoch
+
+
+def _evaluate(model: tf_keras.Model, split_datasets: dict[str, tf.data.Dataset]) -> dict:
+    return {
+        split: {
+            k: round(float(v), 6)
+            for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()
+        }
+        for split, ds in split_datasets.items()
+    }
+
+
+def _train_model(
+    inputs: list[ModelInput],
+    parts,
+    train_ds: tf.data.Dataset,
+    split_datasets: dict[str, tf.data.Dataset],
+    config: TrainConfig,
+    log_dir: Path,
+) -> tuple[tf_keras.Model, int, dict]:
+    """Build (same seed for every model), fit and evaluate one model on the given batches."""
+    tf_keras.utils.set_random_seed(config.seed)
+    model = build_model(inputs, config.model, parts)
+    steps = _fit(model, train_ds, split_datasets["eval"], config, log_dir)
+    return model, steps, _evaluate(model, split_datasets)
 
 
 def train_and_evaluate(
@@ -106,60 +192,129 @@ def train_and_evaluate(
     model_dir: Path,
     config: TrainConfig = TrainConfig(),
 ) -> TrainResult:
-    """Fit on train with early stopping on eval; report eval/test metrics and the baseline."""
+    """Fit on train with early stopping on eval; metrics on eval/test beside both baselines.
+
+    ``metrics`` keys: ``eval``/``test`` (the model), ``majority_baseline_<split>``,
+    ``wide_baseline_<split>`` (unless ``config.wide_baseline`` is off) and ``positive_rate``.
+    """
     started = time.perf_counter()
-    tf_keras.utils.set_random_seed(config.seed)
     tft_output = tft.TFTransformOutput(str(transform_dir))
     label = dataset.label.name
+    inputs = model_inputs(dataset, tft_output)
     train_ds = make_dataset(
         example_patterns["train"], tft_output, label, config.batch_size, True, True, config.seed
     )
-    eval_ds = make_dataset(example_patterns["eval"], tft_output, label, 1024, False, False)
-    model = build_model(model_inputs(dataset, tft_output), config.model)
-    epochs = max(1, config.train_steps // config.steps_per_epoch)
+    split_datasets = {
+        split: make_dataset(
+            example_patterns[split], tft_output, label, EVAL_BATCH_SIZE, False, False
+        )
+        for split in EVALUATED_SPLITS
+        if split in example_patterns
+    }
+    if "eval" not in split_datasets:
+        raise ValueError("training needs an eval split for early stopping")
     with staged_directory(Path(model_dir)) as staging:
-        history = model.fit(
-            train_ds,
-            validation_data=eval_ds,
-            epochs=epochs,
-            steps_per_epoch=config.steps_per_epoch,
-            callbacks=[
-                tf_keras.callbacks.EarlyStopping(
-                    monitor="val_auc",
-                    mode="max",
-                    patience=config.early_stopping_patience,
-                    restore_best_weights=True,
-                ),
-                tf_keras.callbacks.TensorBoard(log_dir=str(staging / "logs"), write_graph=False),
-            ],
-            verbose=0,
+        model, steps, metrics = _train_model(
+            inputs, WIDE_AND_DEEP, train_ds, split_datasets, config, staging / "logs"
         )
-        metrics = {}
-        for split in ("eval", "test"):
-            if split in example_patterns:
-                split_ds = make_dataset(
-                    example_patterns[split], tft_output, label, 1024, False, False
-                )
-                values = model.evaluate(split_ds, verbose=0, return_dict=True)
-                metrics[split] = {k: round(float(v), 6) for k, v in values.items()}
-        train_pos, train_total = _count_positive(
-            make_dataset(example_patterns["train"], tft_output, label, 4096, False, False)
-        )
-        eval_pos, eval_total = _count_positive(eval_ds)
-        metrics["majority_baseline_eval"] = majority_baseline(
-            train_pos / max(train_total, 1), eval_pos / max(eval_total, 1)
-        )
-        metrics["positive_rate"] = {
-            "train": round(train_pos / max(train_total, 1), 6),
-            "eval": round(eval_pos / max(eval_total, 1), 6),
+        wide_steps = None
+        if config.wide_baseline:
+            _, wide_steps, wide_metrics = _train_model(
+                inputs, WIDE_ONLY, train_ds, split_datasets, config, staging / "logs" / "wide"
+            )
+            for split, values in wide_metrics.items():
+                metrics[f"wide_baseline_{split}"] = values
+        rates = {
+            split: _positive_rate(example_patterns[split], tft_output, label)
+            for split in ("train", *split_datasets)
         }
+        for split in split_datasets:
+            metrics[f"majority_baseline_{split}"] = majority_baseline(rates["train"], rates[split])
+        metrics["positive_rate"] = {split: round(rate, 6) for split, rate in rates.items()}
         model.save(str(staging / "keras"), save_format="tf")
-    steps = len(history.history["loss"]) * config.steps_per_epoch
-    return TrainResult(Path(model_dir), metrics, time.perf_counter() - started, steps)
+    return TrainResult(
+        Path(model_dir), metrics, time.perf_counter() - started, steps, config, wide_steps
+    )
+
+
+def _positive_rate(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> float:
+    """Share of positive labels in a split (parses the label only)."""
+    label_spec = {label: tft_output.transformed_feature_spec()[label]}
+    records = tf.data.Dataset.list_files(file_pattern, shuffle=False).interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        num_parallel_calls=AUTOTUNE,
+    )
+    labels = records.batch(4096).map(
+        lambda s: tf.io.parse_example(s, label_spec)[label], num_parallel_calls=AUTOTUNE
+    )
+    positives = total = 0
+    for batch in labels.prefetch(AUTOTUNE):
+        positives += int(tf.reduce_sum(batch))
+        total += int(tf.size(batch))
+    return positives / max(total, 1)
 
 
 def load_trained_model(model_dir: Path) -> tf_keras.Model:
     return tf_keras.models.load_model(str(Path(model_dir) / "keras"))
+
+
+def _units(text: str) -> tuple[int, ...]:
+    """``"64,32"`` -> ``(64, 32)``; ``""`` -> no hidden layer."""
+    try:
+        units = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if any(u <= 0 for u in units):
+        raise argparse.ArgumentTypeError(f"hidden layer sizes must be positive, got {text!r}")
+    return units
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        train_steps=args.train_steps,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        early_stopping_patience=args.early_stopping_patience,
+        seed=args.seed,
+        wide_baseline=args.wide_baseline,
+        model=ModelConfig(
+            hidden_units=args.hidden_units,
+            max_embedding_dim=args.max_embedding_dim,
+            learning_rate=args.learning_rate,
+            dropout=args.dropout,
+        ),
+    )
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training hyperparameters as flags, defaulting to :class:`TrainConfig`'s values."""
+    train, model = TrainConfig(), ModelConfig()
+    parser.add_argument("--train-steps", type=int, default=train.train_steps)
+    parser.add_argument("--steps-per-epoch", type=int, default=train.steps_per_epoch)
+    parser.add_argument("--batch-size", type=int, default=train.batch_size)
+    parser.add_argument(
+        "--early-stopping-patience", type=int, default=train.early_stopping_patience
+    )
+    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument(
+        "--hidden-units",
+        type=_units,
+        default=model.hidden_units,
+        help="deep part's hidden layer sizes, e.g. 128,64,32 ('' for none; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-embedding-dim", type=int, default=model.max_embedding_dim, help="embedding cap"
+    )
+    parser.add_argument("--learning-rate", type=float, default=model.learning_rate)
+    parser.add_argument("--dropout", type=float, default=model.dropout)
+    parser.add_argument(
+        "--no-wide-baseline",
+        dest="wide_baseline",
+        action="store_false",
+        help="skip training the wide-only baseline",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,11 +322,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="taxi")
     parser.add_argument("--transform-dir", type=Path, required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--train-steps", type=int, default=TrainConfig.train_steps)
+    add_train_arguments(parser)
     args = parser.parse_args(argv)
     examples = {
         split: str(args.transform_dir / "examples" / f"{split}-*.tfrecord.gz")
-        for split in ("train", "eval", "test")
+        for split in ("train", *EVALUATED_SPLITS)
         if list((args.transform_dir / "examples").glob(f"{split}-*"))
     }
     result = train_and_evaluate(
@@ -179,11 +334,10 @@ def main(argv: list[str] | None = None) -> None:
         args.transform_dir,
         examples,
         args.model_dir,
-        TrainConfig(train_steps=args.train_steps),
+        config_from_args(args),
     )
     print(json.dumps(result.to_manifest(), indent=2))
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()

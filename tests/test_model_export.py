@@ -3,38 +3,111 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
 
 from pipeline.dataset import ModelPart
-from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
+from pipeline.export import (
+    EXAMPLES_INPUT,
+    MISSING_VALUES,
+    RAW_SIGNATURE,
+    SERVING_SIGNATURE,
+    raw_inputs,
+    raw_instances,
+)
+from pipeline.model import METRICS, WIDE_ONLY, ModelConfig, build_model, model_inputs
 from pipeline.parity import check_parity, serving_examples
+from pipeline.raw_schema import tf_dtype
 from pipeline.train import load_trained_model
 from tests.conftest import PYTHON, subprocess_env
 
 pytestmark = pytest.mark.slow
 
 
+def _layer_names(model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def _feeds_wide(name: str, layers: set[str]) -> bool:
+    return any(f"{prefix}_{name}" in layers for prefix in ("onehot", "multihot", "linear"))
+
+
+def _feeds_deep(name: str, layers: set[str]) -> bool:
+    return f"embed_{name}" in layers or f"dense_{name}" in layers
+
+
 def test_every_feature_reaches_the_part_it_is_meant_for(trained_export, taxi):
     trained, _ = trained_export
-    model = load_trained_model(trained.model_dir)
-    layers = {layer.name for layer in model.layers}
+    layers = _layer_names(load_trained_model(trained.model_dir))
     for feature in taxi.features:
         name = feature.output_name
-        wide = f"onehot_{name}" in layers
-        deep = f"embed_{name}" in layers or f"dense_{name}" in layers
-        assert wide == (feature.model_part in (ModelPart.WIDE, ModelPart.BOTH)), name
-        assert deep == (feature.model_part in (ModelPart.DEEP, ModelPart.BOTH)), name
+        assert _feeds_wide(name, layers) == (feature.model_part in (ModelPart.WIDE, ModelPart.BOTH))
+        assert _feeds_deep(name, layers) == (feature.model_part in (ModelPart.DEEP, ModelPart.BOTH))
 
 
-def test_training_beats_the_majority_baseline(trained_export):
-    trained, _ = trained_export
-    assert trained.metrics["eval"]["auc"] > 0.7
-    assert trained.metrics["majority_baseline_eval"]["auc"] == 0.5
+def test_model_beats_both_baselines_on_eval_and_test(trained_export):
+    metrics = trained_export[0].metrics
+    for split in ("eval", "test"):
+        majority, wide = metrics[f"majority_baseline_{split}"], metrics[f"wide_baseline_{split}"]
+        assert majority["auc"] == 0.5
+        assert metrics[split]["auc"] > 0.7
+        assert metrics[split]["auc"] > majority["auc"] + 0.2, split
+        assert metrics[split]["log_loss"] < majority["log_loss"], split
+        assert wide["auc"] > majority["auc"], split
+    assert set(metrics["positive_rate"]) == {"train", "eval", "test"}
+
+
+def test_every_metric_is_reported_for_the_model_and_both_baselines(trained_export):
+    metrics = trained_export[0].metrics
+    for split in ("eval", "test"):
+        for key in (split, f"majority_baseline_{split}", f"wide_baseline_{split}"):
+            assert set(METRICS) <= set(metrics[key]), key
+            for name in METRICS:
+                value = metrics[key][name]
+                assert math.isfinite(value), (key, name)
+                if name == "log_loss":
+                    assert value > 0, key
+                else:
+                    assert 0.0 <= value <= 1.0, (key, name, value)
+    rate = metrics["positive_rate"]["eval"]
+    assert metrics["majority_baseline_eval"]["accuracy"] == pytest.approx(max(rate, 1 - rate))
+
+
+def test_hidden_layers_and_parts_are_configurable(transform_output, taxi):
+    inputs = model_inputs(taxi, tft.TFTransformOutput(str(transform_output.output_dir)))
+
+    def hidden(model) -> list[tuple[str, int]]:
+        return [(la.name, la.units) for la in model.layers if la.name.startswith("deep_hidden_")]
+
+    three = build_model(inputs, ModelConfig(hidden_units=(16, 8, 4), dropout=0.0))
+    assert hidden(three) == [("deep_hidden_0", 16), ("deep_hidden_1", 8), ("deep_hidden_2", 4)]
+    assert not any(la.name.startswith("deep_dropout_") for la in three.layers)
+    one = build_model(inputs, ModelConfig(hidden_units=(5,), max_embedding_dim=3))
+    assert hidden(one) == [("deep_hidden_0", 5)]
+    assert "deep_dropout_0" in _layer_names(one)
+    embeddings = [la for la in one.layers if isinstance(la, tf_keras.layers.Embedding)]
+    assert embeddings and max(la.output_dim for la in embeddings) == 3
+
+    wide = build_model(inputs, ModelConfig(), parts=WIDE_ONLY)
+    layers = _layer_names(wide)
+    assert not any(_feeds_deep(i.name, layers) for i in inputs)
+    assert "deep_logit" not in layers and "wide_logit" in layers
+    for i in inputs:
+        assert _feeds_wide(i.name, layers) == i.feeds(ModelPart.WIDE), i.name
+    # The baseline's linear part is the full model's, layer for layer.
+    full = _layer_names(three)
+    assert {n for n in layers if _is_wide_layer(n)} == {n for n in full if _is_wide_layer(n)}
+
+
+def _is_wide_layer(name: str) -> bool:
+    return name.startswith(("onehot_", "multihot_", "linear_", "wide_"))
 
 
 def test_export_serves_raw_examples_without_the_label(trained_export, small_splits, taxi):
@@ -119,3 +192,62 @@ def test_parity_fails_when_serving_has_other_statistics(
     assert not report.passed
     assert any(m.startswith("fare_xf: row") for m in report.mismatches)
     assert report.max_deviation["fare_xf"] > 1e-3
+
+
+def _serve_both(exported, taxi, rows: int, split_dir):
+    from pipeline.predict import raw_examples
+
+    examples, records = raw_examples(taxi, split_dir, rows)
+    loaded = tf.saved_model.load(str(exported.export_dir))
+    by_example = loaded.signatures[SERVING_SIGNATURE](**{EXAMPLES_INPUT: tf.constant(examples)})
+    return loaded, records, by_example
+
+
+def test_serving_raw_gives_the_same_predictions_as_serving_default(
+    trained_export, small_splits, taxi
+):
+    _, exported = trained_export
+    loaded, records, by_example = _serve_both(exported, taxi, 200, small_splits["eval"])
+    raw = loaded.signatures[RAW_SIGNATURE]
+    specs = raw.structured_input_signature[1]
+    assert {name: spec.dtype for name, spec in specs.items()} == {
+        c.name: tf_dtype(c.type) for c in taxi.serving_columns
+    }
+    assert all(spec.shape.as_list() == [None] for spec in specs.values())
+
+    inputs = raw_inputs(taxi, records)
+    for column in taxi.serving_columns:  # the rows do exercise every kind of missing marker
+        marker = MISSING_VALUES[column.type.split_file_type]
+        values = inputs[column.name]
+        if isinstance(marker, float):
+            missing = np.isnan(values)
+        else:
+            missing = values == (marker.encode() if isinstance(marker, str) else marker)
+        assert missing.sum() == sum(not r[column.name] for r in records), column.name
+    assert any(not r["company"] for r in records) and any(not r["pickup_latitude"] for r in records)
+
+    by_tensors = raw(**{name: tf.constant(values) for name, values in inputs.items()})
+    np.testing.assert_array_equal(
+        by_tensors["probabilities"].numpy(), by_example["probabilities"].numpy()
+    )
+    np.testing.assert_array_equal(by_tensors["classes"].numpy(), by_example["classes"].numpy())
+
+
+def test_serving_raw_takes_a_tf_serving_json_request(trained_export, small_splits, taxi):
+    """The REST row format: every column in every instance, NaN / -(2**53-1) / "" for missing."""
+    _, exported = trained_export
+    loaded, records, by_example = _serve_both(exported, taxi, 20, small_splits["eval"])
+    body = json.dumps({"signature_name": RAW_SIGNATURE, "instances": raw_instances(taxi, records)})
+    assert "NaN" in body and str(MISSING_VALUES["INT64"]) in body
+    instances = json.loads(body)["instances"]
+    raw = loaded.signatures[RAW_SIGNATURE]
+    tensors = {
+        name: tf.constant([instance[name] for instance in instances], dtype=spec.dtype)
+        for name, spec in raw.structured_input_signature[1].items()
+    }
+    np.testing.assert_array_equal(
+        raw(**tensors)["probabilities"].numpy(), by_example["probabilities"].numpy()
+    )
+    # A row with every value missing is imputed, not rejected.
+    empty = raw(**{k: tf.constant(v) for k, v in raw_inputs(taxi, [{}]).items()})
+    assert 0.0 <= float(empty["probabilities"][0]) <= 1.0

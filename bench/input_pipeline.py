@@ -1,0 +1,144 @@
+"""Does training wait on input? The tf.data pipeline's examples/second vs the model's consumption.
+
+    .venv/bin/python bench/input_pipeline.py --transform-dir runs/LATEST/transform \\
+        [--seconds 10] [--rounds 3] [--batch-size 256] [--hidden-units 64,32]
+
+On the same transformed TFRecords (the transform stage's ``examples/train-*``), three rates, each
+measured ``--rounds`` times for ``--seconds`` after a warm-up (medians reported):
+
+* ``input_only``: iterate :func:`pipeline.train.make_dataset` (interleave, shuffle, batch,
+  parallel parse, prefetch) without a model: what the input pipeline can deliver;
+* ``model_alone``: train the wide-and-deep model on a few parsed batches cached in memory and
+  repeated: what the model consumes when input costs nothing (training steps/s * batch size);
+* ``model_with_pipeline``: train on the real pipeline, as ``pipeline.train`` does.
+
+``input_vs_model`` = input_only / model_alone: above 1 the pipeline delivers faster than the model
+consumes. ``pipeline_overhead`` = 1 - model_with_pipeline / model_alone: the share of training
+throughput lost to input (parsing competes with training for the same cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+CACHED_BATCHES = 32
+
+
+def input_only(iterator, seconds: float) -> float:
+    """Examples/second of pulling (features, label) batches from the pipeline alone."""
+    examples = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        _, labels = next(iterator)
+        examples += int(labels.shape[0])
+    return examples / (time.perf_counter() - started)
+
+
+def model_consumption(model, dataset, batch_size: int, seconds: float) -> float:
+    """Examples/second (training steps/second * batch size) of ``model.fit``, time-bounded."""
+    import tf_keras
+
+    class StopAfter(tf_keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps, self.started, self.elapsed = 0, None, None
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            if self.started is None:  # the first step may include tracing: start after it
+                self.started = time.perf_counter()
+                return
+            self.steps += 1
+            elapsed = time.perf_counter() - self.started
+            if elapsed >= seconds:
+                self.elapsed = elapsed
+                self.model.stop_training = True
+
+    timer = StopAfter()
+    model.fit(dataset, epochs=1, steps_per_epoch=10**9, callbacks=[timer], verbose=0)
+    return timer.steps * batch_size / timer.elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="taxi")
+    parser.add_argument("--transform-dir", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each rate")
+    parser.add_argument("--warmup-steps", type=int, default=20)
+    from pipeline.train import add_train_arguments, config_from_args
+
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tf_keras
+
+    from pipeline.datasets import get_dataset
+    from pipeline.model import build_model, model_inputs
+    from pipeline.train import make_dataset
+
+    dataset = get_dataset(args.dataset)
+    tft_output = tft.TFTransformOutput(str(args.transform_dir))
+    pattern = str(args.transform_dir / "examples" / "train-*.tfrecord.gz")
+
+    def train_batches():
+        return make_dataset(
+            pattern, tft_output, dataset.label.name, config.batch_size, True, True, config.seed
+        )
+
+    def new_model():
+        tf_keras.utils.set_random_seed(config.seed)
+        return build_model(model_inputs(dataset, tft_output), config.model)
+
+    # Each measurement runs once per round, rounds interleaved, so load from other processes
+    # on the machine spreads over all three; medians are reported.
+    pipeline_iterator = iter(train_batches())
+    for _ in range(args.warmup_steps):
+        next(pipeline_iterator)
+    cached = train_batches().take(CACHED_BATCHES).cache().repeat()
+    models = {"model_alone": (new_model(), cached), "model_with_pipeline": (new_model(), None)}
+    for model, data in models.values():
+        model.fit(data or train_batches(), epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
+    samples: dict[str, list[float]] = {"input_only": [], **{name: [] for name in models}}
+    for _ in range(args.rounds):
+        samples["input_only"].append(input_only(pipeline_iterator, args.seconds))
+        for name, (model, data) in models.items():
+            rate = model_consumption(
+                model, data or train_batches(), config.batch_size, args.seconds
+            )
+            samples[name].append(rate)
+    rates = {name: statistics.median(values) for name, values in samples.items()}
+    supply, demand = rates["input_only"], rates["model_alone"]
+    report = {
+        "transform_dir": str(args.transform_dir),
+        "train_files": len(tf.io.gfile.glob(pattern)),
+        "batch_size": config.batch_size,
+        "hidden_units": list(config.model.hidden_units),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "seconds_per_measurement": args.seconds,
+        "examples_per_second": {name: round(rate) for name, rate in rates.items()},
+        "training_steps_per_second": {
+            name: round(rates[name] / config.batch_size, 1) for name in models
+        },
+        "samples": {name: [round(v) for v in values] for name, values in samples.items()},
+        "input_vs_model": round(supply / demand, 2),
+        "pipeline_overhead": round(1.0 - rates["model_with_pipeline"] / demand, 3),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
