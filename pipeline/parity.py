@@ -35,6 +35,7 @@ from tfx_bsl.tfxio import tensor_adapter
 from pipeline.arrow_io import iter_parquet_list_batches
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
+from pipeline.example_encoding import encode_examples
 from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
 from pipeline.raw_schema import tensor_adapter_config
 from pipeline.train import load_trained_model
@@ -113,7 +114,7 @@ def training_path_features(
             ) | tft_beam.TransformDataset(output_record_batches=True)
             _ = (
                 transformed[0]
-                | beam.FlatMap(lambda item: RecordBatchToExamplesEncoder().encode(item[0]))
+                | beam.FlatMap(lambda item: encode_examples(item[0]))
                 | beam.io.WriteToTFRecord(out_prefix)
             )
         spec = dict(tft_output.transformed_feature_spec())

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import hashlib
 import json
 import shutil
 import time
@@ -25,9 +27,11 @@ import apache_beam as beam
 import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
+from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
 from pipeline.arrow_io import ReadSplitBatches
-from pipeline.artifacts import staged_directory
+from pipeline.artifacts import sha256_file, staged_directory
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.raw_schema import tensor_adapter_config
@@ -47,6 +51,7 @@ class TransformResult:
     example_patterns: dict[str, str]
     rows: dict[str, int]
     seconds: float
+    analysis: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def to_manifest(self) -> dict:
         return {
@@ -54,6 +59,7 @@ class TransformResult:
             "transform_fn": str(self.output_dir / "transform_fn"),
             "examples": self.example_patterns,
             "rows": self.rows,
+            "analysis_spans": self.analysis,
             "seconds": round(self.seconds, 3),
         }
 
@@ -90,21 +96,70 @@ def _run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
 
 def analyze(
     dataset: DatasetDefinition,
-    train_pattern: str,
+    span_patterns: dict[str, str],
     transform_fn_dir: Path,
     temp_dir: Path,
     beam_args: list[str] | None = None,
-) -> None:
-    """Full pass over the training split: write ``transform_fn`` and ``transformed_metadata``."""
+    cache_dir: Path | None = None,
+) -> dict[str, list[str]]:
+    """Full pass over the training data: write ``transform_fn`` and ``transformed_metadata``.
+
+    The training data is one or more *spans* (e.g. one per day), each a Parquet pattern. With
+    ``cache_dir``, TFT's analyzer cache keeps each span's partial results (vocabulary counts,
+    quantile sketches, moments) under a key derived from the span's content, so a later analysis
+    over old spans plus a new one reads only the new span. Returns which spans were read and
+    which came from the cache.
+    """
     adapter_config = tensor_adapter_config(dataset)
+    preprocessing_fn = make_preprocessing_fn(dataset)
+    keys = {span: _span_key(span, pattern) for span, pattern in span_patterns.items()}
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
     with tft_beam.Context(temp_dir=str(temp_dir)):
-        raw = _read_counted(pipeline, ANALYZE_SPLIT, train_pattern, adapter_config.arrow_schema)
-        transform_fn = (raw, adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(
-            make_preprocessing_fn(dataset)
+        input_cache = {}
+        if cache_dir is not None and _has_cache(cache_dir):
+            input_cache = pipeline | "ReadCache" >> analyzer_cache.ReadAnalysisCacheFromFS(
+                str(cache_dir), list(keys.values())
+            )
+        needed = analysis_graph_builder.get_analysis_dataset_keys(
+            preprocessing_fn,
+            TensorAdapter(adapter_config).OriginalTypeSpecs(),
+            list(keys.values()),
+            input_cache,
+            force_tf_compat_v1=False,
         )
+        data = {
+            key: _read_counted(pipeline, span, span_patterns[span], adapter_config.arrow_schema)
+            if key in needed
+            else pipeline | f"Cached[{span}]" >> beam.Create([], reshuffle=False)
+            for span, key in keys.items()
+        }
+        transform_fn, output_cache = (
+            data,
+            input_cache,
+            adapter_config,
+        ) | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(transform_fn_dir))
+        if cache_dir is not None:
+            _ = output_cache | "WriteCache" >> analyzer_cache.WriteAnalysisCacheToFS(
+                pipeline, str(cache_dir), list(keys.values())
+            )
         _run(pipeline)
+    return {
+        "read": sorted(span for span, key in keys.items() if key in needed),
+        "from_cache": sorted(span for span, key in keys.items() if key not in needed),
+    }
+
+
+def _span_key(span: str, pattern: str) -> analyzer_cache.DatasetKey:
+    """Cache key of a span: its name plus a digest of its files, so changed data never hits."""
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(pattern)):
+        digest.update(sha256_file(Path(path)).encode())
+    return analyzer_cache.DatasetKey(f"{span}-{digest.hexdigest()[:16]}")
+
+
+def _has_cache(cache_dir: Path) -> bool:
+    return Path(cache_dir).is_dir() and any(Path(cache_dir).iterdir())
 
 
 def transform_splits(
@@ -145,16 +200,27 @@ def run_transform(
     split_dirs: dict[str, Path | str],
     output_dir: Path,
     beam_args: list[str] | None = None,
+    analysis_spans: dict[str, Path | str] | None = None,
+    cache_dir: Path | None = None,
 ) -> TransformResult:
-    """Analyze train, transform every split, and publish ``output_dir`` atomically."""
+    """Analyze the training data, transform every split, and publish ``output_dir`` atomically.
+
+    By default the analysis reads the ``train`` split; ``analysis_spans`` (name -> directory)
+    analyzes several spans instead, with ``cache_dir`` reusing their cached analyzer results.
+    """
     started = time.perf_counter()
     output_dir = Path(output_dir)
     split_patterns = {split: _split_pattern(path) for split, path in split_dirs.items()}
     if ANALYZE_SPLIT not in split_patterns:
         raise ValueError(f"the transform stage needs a {ANALYZE_SPLIT!r} split to analyze")
+    spans = (
+        {ANALYZE_SPLIT: split_patterns[ANALYZE_SPLIT]}
+        if analysis_spans is None
+        else {span: _split_pattern(path) for span, path in analysis_spans.items()}
+    )
     with staged_directory(output_dir) as staging:
         temp_dir = staging / ".tft_tmp"
-        analyze(dataset, split_patterns[ANALYZE_SPLIT], staging, temp_dir, beam_args)
+        analysis = analyze(dataset, spans, staging, temp_dir, beam_args, cache_dir)
         rows = transform_splits(
             dataset, split_patterns, staging, staging / EXAMPLES_DIR, temp_dir, beam_args
         )
@@ -162,7 +228,7 @@ def run_transform(
     patterns = {
         split: str(output_dir / EXAMPLES_DIR / f"{split}-*.tfrecord.gz") for split in split_patterns
     }
-    return TransformResult(output_dir, patterns, rows, time.perf_counter() - started)
+    return TransformResult(output_dir, patterns, rows, time.perf_counter() - started, analysis)
 
 
 def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:
@@ -188,9 +254,19 @@ def main(argv: list[str] | None = None) -> None:
         help="a split directory of Parquet files; repeat per split (train is analyzed)",
     )
     parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument(
+        "--span",
+        action="append",
+        metavar="NAME=DIR",
+        help="analyze these spans instead of the train split (repeat per span)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="TFT analyzer cache shared across runs")
     args, beam_args = parser.parse_known_args(argv)
     splits = dict(item.split("=", 1) for item in args.split)
-    result = run_transform(get_dataset(args.dataset), splits, args.output, beam_args)
+    spans = dict(item.split("=", 1) for item in args.span) if args.span else None
+    result = run_transform(
+        get_dataset(args.dataset), splits, args.output, beam_args, spans, args.cache_dir
+    )
     print(json.dumps(result.to_manifest(), indent=2))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import tensorflow as tf
 
@@ -32,3 +34,35 @@ def test_an_empty_split_still_gets_a_readable_shard(tmp_path):
     (shard,) = finalize_shards(tmp_path, "eval")
     assert shard.name == "eval-00000-of-00001.tfrecord.gz"
     assert list(tf.data.TFRecordDataset(str(shard), compression_type="GZIP")) == []
+
+
+@pytest.fixture(scope="module")
+def single_phase(taxi):
+    """A small definition whose analyzers all read raw columns (cacheable per span)."""
+    keep = {"trip_miles", "payment_type", "trip_start_hour"}
+    return dataclasses.replace(taxi, features=tuple(f for f in taxi.features if f.name in keep))
+
+
+def test_analyzer_cache_reuses_earlier_spans(single_phase, tmp_path):
+    from tests.conftest import make_rows, write_split
+
+    spans = {
+        f"day{i}": write_split(tmp_path / f"day{i}", make_rows(800, seed=10 + i)) for i in range(3)
+    }
+    cache = tmp_path / "cache"
+    args = ["--runner", "DirectRunner"]
+    first = run_transform(
+        single_phase, {"train": spans["day1"]}, tmp_path / "t1", args,
+        {k: spans[k] for k in ("day0", "day1")}, cache,
+    )  # fmt: skip
+    assert first.analysis == {"read": ["day0", "day1"], "from_cache": []}
+    second = run_transform(
+        single_phase, {"train": spans["day2"]}, tmp_path / "t2", args, spans, cache
+    )
+    assert second.analysis == {"read": ["day2"], "from_cache": ["day0", "day1"]}
+    uncached = run_transform(single_phase, {"train": spans["day2"]}, tmp_path / "t3", args, spans)
+    # Same statistics either way: identical vocabulary and identical transformed examples.
+    for name in ("payment_type_vocab",):
+        cached_vocab = (second.output_dir / "transform_fn" / "assets" / name).read_bytes()
+        assert cached_vocab == (uncached.output_dir / "transform_fn" / "assets" / name).read_bytes()
+    assert _files(second) == _files(uncached)
