@@ -66,3 +66,22 @@ def test_analyzer_cache_reuses_earlier_spans(single_phase, tmp_path):
         cached_vocab = (second.output_dir / "transform_fn" / "assets" / name).read_bytes()
         assert cached_vocab == (uncached.output_dir / "transform_fn" / "assets" / name).read_bytes()
     assert _files(second) == _files(uncached)
+
+
+def test_large_splits_are_written_as_several_shards(single_phase, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from pipeline import tfrecord_io
+    from tests.conftest import make_rows
+
+    monkeypatch.setattr(tfrecord_io, "SHARD_ROWS", 1000)
+    train = tmp_path / "train"
+    train.mkdir()
+    pq.write_table(make_rows(3000, seed=5), train / "part-0.parquet", row_group_size=1000)
+    result = run_transform(
+        single_phase, {"train": train}, tmp_path / "t", ["--runner", "DirectRunner"]
+    )
+    shards = sorted((result.output_dir / "examples").glob("train-*"))
+    assert [s.name for s in shards] == [f"train-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
+    rows = sum(1 for s in shards for _ in tf.data.TFRecordDataset(str(s), compression_type="GZIP"))
+    assert rows == result.rows["train"] == 3000
