@@ -232,13 +232,8 @@ def summary(manifest: dict[str, Any]) -> str:
             f"{anomaly.get('feature')}: "
             f"{anomaly.get('short_description')}"
         )
-    if metrics := manifest.get("metrics"):
-        ev, base = metrics.get("eval", {}), metrics.get("majority_baseline_eval", {})
-        lines.append(
-            f"  eval AUC {ev.get('auc', float('nan')):.4f}, accuracy {ev.get('accuracy', 0):.4f}"
-            f"  (majority baseline: AUC {base.get('auc', 0.5):.2f},"
-            f" accuracy {base.get('accuracy', 0):.4f})"
-        )
+    for split in ("eval", "test"):
+        lines.extend(_metric_lines(manifest.get("metrics", {}), split))
     parity = manifest["stages"].get("parity", {})
     if "passed" in parity:
         lines.append(
@@ -250,8 +245,8 @@ def summary(manifest: dict[str, Any]) -> str:
         request = prediction["request"]
         lines.append(
             f"  served: P(big tipper)={prediction['probability']:.4f} for a "
-            f"{request.get('payment_type')} trip, fare {request.get('fare')}, "
-            f"{request.get('trip_miles')} miles"
+            f"{request.get('payment_type')} trip, fare {_number(request.get('fare'))}, "
+            f"{_number(request.get('trip_miles'))} miles"
         )
     push = manifest["stages"].get("push", {})
     if "blessed" in push:
@@ -260,6 +255,25 @@ def summary(manifest: dict[str, Any]) -> str:
     if manifest["status"] != "succeeded":
         lines.append(f"  error: {manifest.get('error')}")
     return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return "missing" if value is None else f"{value:.2f}"
+
+
+def _metric_lines(metrics: dict[str, Any], split: str) -> list[str]:
+    """One line per model (wide-and-deep, wide only, majority class) on ``split``."""
+    lines = []
+    for label, key in (
+        ("wide & deep", split),
+        ("wide only", f"wide_baseline_{split}"),
+        ("majority", f"majority_baseline_{split}"),
+    ):
+        if values := metrics.get(key):
+            cells = [f"{name} {values[name]:.4f}" for name in ("auc", "accuracy", "log_loss")
+                     if name in values]  # fmt: skip
+            lines.append(f"  {split:<4} {label:<11} " + ", ".join(cells))
+    return lines
 
 
 def _quiet_logs() -> None:
