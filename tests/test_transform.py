@@ -13,6 +13,7 @@ import tensorflow_transform as tft
 
 from pipeline.arrow_io import to_list_batch
 from pipeline.raw_schema import raw_feature_spec
+from tests.numpy_reference import assert_is_quantile, fit_zscore
 from transforms import blocks
 
 pytestmark = pytest.mark.slow
@@ -39,23 +40,45 @@ def test_every_split_is_written_with_all_rows(transform_output, small_splits):
         assert len(_transformed(transform_output, split)["fare_xf"]) == expected
 
 
-def test_zscore_uses_train_mean_and_variance(transform_output, small_splits):
-    train = _raw(small_splits["train"])["trip_miles"].astype(np.float32)
+def _clipped_zscore_statistics(raw: np.ndarray, scaled: np.ndarray):
+    """(mean, std, low, high) of a clipped z-score, recovered from raw and scaled values.
+
+    Rows at the output's extremes are the clipped ones; the others pin down mean and std, and the
+    clip bounds are the extremes mapped back.
+    """
+    inside = (scaled > scaled.min()) & (scaled < scaled.max())
+    mean, std = fit_zscore(raw[inside], scaled[inside])
+    return mean, std, mean + std * scaled.min(), mean + std * scaled.max()
+
+
+def test_zscore_uses_train_mean_and_variance_and_clips(transform_output, small_splits):
+    train = _raw(small_splits["train"])["trip_miles"].astype(np.float32).astype(np.float64)
     got = _transformed(transform_output, "train")["trip_miles_xf"]
-    want = (train - train.mean()) / train.std()
-    np.testing.assert_allclose(np.sort(got), np.sort(want), rtol=1e-4, atol=1e-5)
-    assert abs(got.mean()) < 1e-4 and abs(got.std() - 1) < 1e-3
+    mean, std, low, high = _clipped_zscore_statistics(np.sort(train), np.sort(got))
+    # z-scored with the training mean and std, clipped to the 1st/99th training percentile.
+    np.testing.assert_allclose([mean, std], [train.mean(), train.std()], rtol=1e-4)
+    assert_is_quantile(train, low, 0.01, blocks.QUANTILE_EPSILON + 1e-4)
+    assert_is_quantile(train, high, 0.99, blocks.QUANTILE_EPSILON + 1e-4)
+    want = (train.clip(low, high) - train.mean()) / train.std()
+    np.testing.assert_allclose(np.sort(got), np.sort(want), rtol=1e-4, atol=1e-4)
 
 
 def test_no_leakage_eval_is_scaled_with_train_statistics(transform_output, small_splits):
-    """Eval fares are 3x train's; eval must be scaled with train's mean/std, not its own."""
-    train_log = np.log1p(_raw(small_splits["train"])["fare"].astype(np.float32))
-    eval_log = np.log1p(_raw(small_splits["eval"])["fare"].astype(np.float32))
+    """Eval fares are 3x train's; eval must be clipped and scaled with train's numbers."""
+    train_log = np.log1p(_raw(small_splits["train"])["fare"].astype(np.float32)).astype(float)
+    eval_log = np.log1p(_raw(small_splits["eval"])["fare"].astype(np.float32)).astype(float)
+    train_got = _transformed(transform_output, "train")["fare_xf"]
+    _, _, low, high = _clipped_zscore_statistics(np.sort(train_log), np.sort(train_got))
+    assert_is_quantile(train_log, low, 0.01, blocks.QUANTILE_EPSILON + 1e-4)
+    assert_is_quantile(train_log, high, 0.99, blocks.QUANTILE_EPSILON + 1e-4)
     got = _transformed(transform_output, "eval")["fare_xf"]
-    want = (eval_log - train_log.mean()) / train_log.std()
+    unclipped = np.sort(got) < got.max()
+    mean, std = fit_zscore(np.sort(eval_log)[unclipped], np.sort(got)[unclipped])
+    np.testing.assert_allclose([mean, std], [train_log.mean(), train_log.std()], rtol=1e-4)
+    want = (eval_log.clip(low, high) - train_log.mean()) / train_log.std()
     np.testing.assert_allclose(np.sort(got), np.sort(want), rtol=1e-4, atol=1e-4)
-    # Scaled with its own statistics eval would be centred at 0; with train's it is far above.
-    assert got.mean() > 1.0
+    # With its own statistics eval would be centred at 0 and clipped at its own percentiles.
+    assert got.mean() > 1.0 and np.mean(eval_log > high) > 0.3
 
 
 def test_vocabulary_is_ordered_by_training_frequency(transform_output, small_splits):
@@ -100,17 +123,48 @@ def test_unseen_category_goes_to_an_oov_bucket(transform_output, taxi):
     assert all(known[i].decode() == p for i, p in zip(ids[1:], payment[1:], strict=True))
 
 
-def test_quantile_buckets_follow_training_quantiles(transform_output, small_splits):
-    lat = _raw(small_splits["train"])["pickup_latitude"]
-    filled = np.array([0.0 if v is None or np.isnan(v) else v for v in lat], dtype=np.float32)
-    got = _transformed(transform_output, "train")["pickup_latitude_xf"]
-    boundaries = np.quantile(filled, np.linspace(0.1, 0.9, 9))
-    want = np.searchsorted(boundaries, filled, side="right")
-    assert got.min() >= 0 and got.max() <= 9
-    # TFT's quantiles are approximate: each bucket may hold a few rows more or less.
-    np.testing.assert_allclose(
-        np.bincount(got, minlength=10), np.bincount(want, minlength=10), atol=0.01 * len(got)
-    )
+def test_geo_cells_follow_training_quantiles_of_latitude_and_longitude(
+    transform_output, small_splits, taxi
+):
+    raw = _raw(small_splits["train"])
+    lat = np.array([np.nan if v is None else v for v in raw["pickup_latitude"]], np.float32)
+    lon = np.array([np.nan if v is None else v for v in raw["pickup_longitude"]], np.float32)
+    missing = np.isnan(lat) | np.isnan(lon)
+    cells = _transformed(transform_output, "train")["pickup_cell_xf"]
+    (feature,) = [f for f in taxi.features if f.name == "pickup_cell"]
+    tft_output = tft.TFTransformOutput(str(transform_output.output_dir))
+    assert feature.num_categories == 101
+    assert tft_output.num_buckets_for_transformed_feature("pickup_cell_xf") == 101
+    np.testing.assert_array_equal(cells[missing], 100)
+    assert cells[~missing].max() < 100
+    for values, buckets in ((lat, cells // 10), (lon, cells % 10)):
+        boundaries = np.quantile(values[~np.isnan(values)], np.linspace(0.1, 0.9, 9))
+        want = np.searchsorted(boundaries, values[~missing], side="right")
+        # TFT's quantiles are approximate: each bucket may hold a few rows more or less.
+        np.testing.assert_allclose(
+            np.bincount(buckets[~missing], minlength=10),
+            np.bincount(want, minlength=10),
+            atol=0.01 * len(cells),
+        )
+
+
+def test_every_feature_fits_the_model_contract(transform_output, taxi):
+    """Categorical: scalar int64 ids in [0, n) with n recorded; dense: float32 of fixed width."""
+    tft_output = tft.TFTransformOutput(str(transform_output.output_dir))
+    spec = tft_output.transformed_feature_spec()
+    got = _transformed(transform_output, "eval")
+    widths = {"trip_start_time": [4], "trip_pca": [2], "miles_fare_poly": [3]}
+    for feature in taxi.features:
+        name = feature.output_name
+        if feature.is_categorical:
+            assert spec[name].dtype == tf.int64 and list(spec[name].shape) == []
+            n = tft_output.num_buckets_for_transformed_feature(name)
+            assert feature.num_categories in (None, n)
+            assert got[name].min() >= 0 and got[name].max() < n, name
+        else:
+            assert spec[name].dtype == tf.float32
+            assert list(spec[name].shape) == widths.get(feature.name, []), name
+            assert np.isfinite(got[name]).all(), name
 
 
 def test_label_is_tips_above_twenty_percent_of_fare(transform_output, small_splits):

@@ -1,29 +1,55 @@
 """Preprocessing building blocks, each a small TensorFlow function.
 
-Instance-level blocks (imputation, log, cyclical time, hashed crosses) only look at the row at
-hand. Full-pass blocks call a ``tft`` analyzer: during *analyze* TFT computes the statistic over
-the whole training split, and afterwards the statistic is a constant in the transform graph, the
-same constant for train, eval, test and serving.
+Instance-level blocks (constant imputation, log, cyclical time, hashing, crosses, polynomial
+terms, one-hot) only look at the row at hand. Full-pass blocks call a ``tft`` analyzer: during
+*analyze* TFT computes the statistic over the whole training split (means, variances, quantiles,
+vocabularies, principal components), and afterwards the statistic is a constant in the transform
+graph, the same constant for train, eval, test and serving.
 
-All inputs are batches: a ``tf.SparseTensor`` of shape ``[batch, 1]`` for a nullable raw column
-(that is how both TFXIO and ``tf.io.parse_example`` hand over a VarLen feature) or a dense
-``[batch]`` tensor.
+All raw inputs are batches: a ``tf.SparseTensor`` of shape ``[batch, 1]`` for a nullable raw
+column (that is how both TFXIO and ``tf.io.parse_example`` hand over a VarLen feature) or a dense
+``[batch]`` tensor. Every block is deterministic and uses only element-wise arithmetic on the
+rows (no matrix products whose summation order could depend on the batch size), so the Beam
+transform and the serving graph compute bit-identical features.
+
+What the model may rely on:
+
+* a categorical block returns a scalar ``int64`` id per row in ``[0, num_categories)`` and the
+  range is recorded in the transformed schema (by the vocabulary and bucket analyzers, or by
+  :func:`record_categories`), so ``TFTransformOutput.num_buckets_for_transformed_feature``
+  answers for every categorical output;
+* a dense block returns ``float32`` of shape ``[batch]`` or ``[batch, k]`` with ``k`` fixed by
+  its parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
+from collections.abc import Sequence
+from fractions import Fraction
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import schema_inference
 
 SECONDS_PER_HOUR = 3600
 SECONDS_PER_DAY = 86400
 # 1970-01-01 was a Thursday; with Sunday = 0 that is day 4.
 EPOCH_DAY_OF_WEEK = 4
+# Rank error of the quantile sketches behind median imputation and outlier clipping: the
+# returned quantile of fraction q lies between the true quantiles of q - EPSILON and q + EPSILON.
+QUANTILE_EPSILON = 0.001
+# Finest quantile grid the clipping bounds may sit on (0.001 steps).
+MAX_QUANTILE_GRID = 1000
+
+Raw = tf.Tensor | tf.SparseTensor
+
+# ---- missing values ---------------------------------------------------------------------------
 
 
-def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
+def fill_in_missing(x: Raw, default) -> tf.Tensor:
     """Dense ``[batch]`` tensor with ``default`` where the raw value is missing."""
     if not isinstance(x, tf.SparseTensor):
         return tf.reshape(x, [-1])
@@ -34,40 +60,324 @@ def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
     return tf.squeeze(dense, axis=1)
 
 
-def zscore(x: tf.Tensor, name: str | None = None) -> tf.Tensor:
-    """(x - mean) / std with mean and variance from the training split."""
-    return tft.scale_to_z_score(tf.cast(x, tf.float32), name=name)
+def is_present(x: Raw) -> tf.Tensor:
+    """``[batch]`` bool: the row carries a value (and, for floats, not NaN)."""
+    if isinstance(x, tf.SparseTensor):
+        present = fill_in_missing(
+            tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool), x.dense_shape), False
+        )
+        values = fill_in_missing(x, _zero(x.dtype))
+    else:
+        values = tf.reshape(x, [-1])
+        present = tf.ones_like(values, tf.bool)
+    if values.dtype.is_floating:
+        present = tf.logical_and(present, tf.logical_not(tf.math.is_nan(values)))
+    return present
+
+
+def present_values(x: Raw) -> tf.Tensor:
+    """1-D float32 tensor of the values the batch carries (missing and NaN left out).
+
+    Full-pass statistics for imputation and clipping are computed over these, so a missing value
+    never pulls a mean towards a placeholder.
+    """
+    values = x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1])
+    values = tf.cast(values, tf.float32)
+    return tf.boolean_mask(values, tf.logical_not(tf.math.is_nan(values)))
+
+
+def _zero(dtype: tf.DType):
+    return "" if dtype == tf.string else 0
+
+
+def impute_constant(x: Raw, value) -> tf.Tensor:
+    """Dense float32 ``[batch]``: ``value`` where missing (or NaN)."""
+    filled = tf.cast(fill_in_missing(x, _zero(x.dtype)), tf.float32)
+    return tf.where(is_present(x), filled, tf.cast(value, tf.float32))
+
+
+def impute_mean(x: Raw, name: str | None = None) -> tf.Tensor:
+    """Dense float32 ``[batch]``: missing values replaced by the training mean of present ones."""
+    with tf.name_scope(name or "impute_mean"):
+        mean = tft.mean(present_values(x), name="mean")
+        return impute_constant(x, _finite_or_zero(mean))
+
+
+def impute_median(x: Raw, name: str | None = None) -> tf.Tensor:
+    """Dense float32 ``[batch]``: missing values replaced by the training median of present ones.
+
+    The median is TFT's approximate quantile (rank error at most ``QUANTILE_EPSILON``).
+    """
+    with tf.name_scope(name or "impute_median"):
+        (median,) = quantile_values(present_values(x), [Fraction(1, 2)], name="median")
+        return impute_constant(x, _finite_or_zero(median))
+
+
+def _finite_or_zero(value: tf.Tensor) -> tf.Tensor:
+    """Statistics of an empty training column are NaN; impute 0 then rather than NaN."""
+    value = tf.cast(value, tf.float32)
+    return tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
+
+
+# ---- outliers, scaling ------------------------------------------------------------------------
+
+
+def quantile_grid(fractions: Sequence[float]) -> tuple[int, list[int]]:
+    """Smallest ``num_buckets`` whose boundaries include every fraction, and their indices.
+
+    ``tft.quantiles(x, n)`` returns the ``n - 1`` boundaries at ``1/n, 2/n, ...``; the fraction
+    ``q`` is boundary ``q * n - 1``. E.g. (0.01, 0.99) -> (100, [0, 98]).
+    """
+    exact = [Fraction(str(f)) if isinstance(f, float) else Fraction(f) for f in fractions]
+    for f in exact:
+        if not 0 < f < 1:
+            raise ValueError(f"quantile fraction {float(f)} is not in (0, 1)")
+    num_buckets = math.lcm(*(f.denominator for f in exact))
+    if num_buckets > MAX_QUANTILE_GRID:
+        raise ValueError(f"quantile fractions {fractions} need a grid finer than 1/1000")
+    return num_buckets, [int(f * num_buckets) - 1 for f in exact]
+
+
+def quantile_values(values: tf.Tensor, fractions: Sequence, name: str | None = None) -> list:
+    """Scalar float32 tensors: the training quantiles of ``values`` at ``fractions``."""
+    num_buckets, indices = quantile_grid(fractions)
+    boundaries = tft.quantiles(values, num_buckets, QUANTILE_EPSILON, name=name)
+    boundaries = tf.reshape(boundaries, [-1])
+    return [boundaries[i] for i in indices]
+
+
+def clip_to_quantiles(
+    x: tf.Tensor,
+    lower: float,
+    upper: float,
+    reference: tf.Tensor | None = None,
+    name: str | None = None,
+) -> tf.Tensor:
+    """``x`` clipped to the training quantiles at ``lower`` and ``upper`` (e.g. 0.01 and 0.99).
+
+    The bounds are computed over ``reference`` (e.g. the present values of the raw column) when
+    given, else over ``x`` itself.
+    """
+    with tf.name_scope(name or "clip_to_quantiles"):
+        source = tf.reshape(tf.cast(x if reference is None else reference, tf.float32), [-1])
+        low, high = quantile_values(source, [lower, upper], name="bounds")
+        return tf.clip_by_value(tf.cast(x, tf.float32), low, high)
+
+
+def log1p_nonnegative(x: tf.Tensor) -> tf.Tensor:
+    """log1p(max(x, 0)): tames skewed non-negative amounts (fares, durations)."""
+    return tf.math.log1p(tf.maximum(tf.cast(x, tf.float32), 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanedColumn:
+    """A numeric column after cleaning, with what its scaling statistics must be computed on.
+
+    ``reference`` is ``None`` when the cleaning needed no training statistics (the values are
+    their own reference); otherwise it is the 1-D tensor of values *before* the full-pass
+    cleaning steps (the present values for mean/median imputation, the unclipped values for
+    clipping). Computing scaling statistics over ``reference`` keeps them in the same single
+    analysis pass as the imputation value and the clip bounds.
+    """
+
+    values: tf.Tensor
+    reference: tf.Tensor | None = None
+    bounds: tuple[tf.Tensor, tf.Tensor] | None = None  # clip bounds, on the values' scale
+
+
+def clean_numeric(
+    x: Raw,
+    default=0.0,
+    impute: str = "constant",
+    clip: Sequence[float] | None = None,
+    log: bool = False,
+    name: str | None = None,
+) -> CleanedColumn:
+    """A raw numeric column imputed, clipped, then log-transformed (dense float32 ``[batch]``).
+
+    ``impute`` is ``"constant"`` (``default``), ``"mean"`` or ``"median"`` (over the present
+    training values); a NaN counts as missing. ``clip`` is a pair of quantile fractions whose
+    training values bound the column, computed over the present raw values. ``log`` applies
+    ``log1p(max(x, 0))`` last.
+    """
+    with tf.name_scope(name or "clean_numeric"):
+        present = present_values(x)
+        filled = impute_constant(x, 0.0 if default is None else default)
+        if impute == "constant":
+            values, reference = filled, filled
+        elif impute == "mean":
+            values, reference = impute_mean(x), present
+        elif impute == "median":
+            values, reference = impute_median(x), present
+        else:
+            raise ValueError(f"unknown imputation {impute!r}")
+        bounds = None
+        if clip is not None:
+            lower, upper = clip
+            bounds = tuple(quantile_values(present, [lower, upper], name="bounds"))
+            values = tf.clip_by_value(values, *bounds)
+        if log:
+            values, reference = log1p_nonnegative(values), log1p_nonnegative(reference)
+            bounds = None if bounds is None else tuple(log1p_nonnegative(b) for b in bounds)
+        full_pass = impute != "constant" or clip is not None
+        return CleanedColumn(values, reference if full_pass else None, bounds)
+
+
+def standardize(x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor) -> tf.Tensor:
+    """(x - mean) / sqrt(variance); just x - mean for a constant column (as TFT does)."""
+    centered = tf.cast(x, tf.float32) - tf.cast(mean, tf.float32)
+    std = tf.sqrt(tf.cast(variance, tf.float32))
+    return tf.where(std > 0, centered / tf.where(std > 0, std, 1.0), centered)
+
+
+def zscore(x: tf.Tensor, reference: tf.Tensor | None = None, name: str | None = None) -> tf.Tensor:
+    """(x - mean) / std with mean and variance from the training split.
+
+    The statistics are those of ``x`` itself, or of ``reference`` when given (see
+    :class:`CleanedColumn`): then a mean-imputed value scales to 0 and a clipped value to the
+    z-score of its bound.
+    """
+    if reference is None:
+        return tft.scale_to_z_score(tf.cast(x, tf.float32), name=name)
+    with tf.name_scope(name or "zscore"):
+        reference = tf.reshape(tf.cast(reference, tf.float32), [-1])
+        return standardize(x, tft.mean(reference, name="mean"), tft.var(reference, name="var"))
 
 
 def log_zscore(x: tf.Tensor, name: str | None = None) -> tf.Tensor:
     """z-score of log1p(max(x, 0)): for skewed non-negative amounts (fares, durations)."""
-    return zscore(tf.math.log1p(tf.maximum(tf.cast(x, tf.float32), 0.0)), name=name)
+    return zscore(log1p_nonnegative(x), name=name)
 
 
-def scale_0_1(x: tf.Tensor, name: str | None = None) -> tf.Tensor:
-    """(x - min) / (max - min) with min and max from the training split."""
-    return tft.scale_to_0_1(tf.cast(x, tf.float32), name=name)
+def scale_0_1(
+    x: tf.Tensor,
+    reference: tf.Tensor | None = None,
+    bounds: tuple[tf.Tensor, tf.Tensor] | None = None,
+    name: str | None = None,
+) -> tf.Tensor:
+    """(x - min) / (max - min) with min and max from the training split.
+
+    ``bounds`` (clip bounds, the min and max of the clipped column) replace the analyzers;
+    ``reference`` supplies the values whose min and max are taken (default: ``x``).
+    """
+    x = tf.cast(x, tf.float32)
+    if bounds is None and reference is None:
+        return tft.scale_to_0_1(x, name=name)
+    with tf.name_scope(name or "scale_0_1"):
+        if bounds is None:
+            reference = tf.reshape(tf.cast(reference, tf.float32), [-1])
+            bounds = (tft.min(reference, name="min"), tft.max(reference, name="max"))
+        low, high = (tf.cast(b, tf.float32) for b in bounds)
+        span = high - low
+        return tf.where(span > 0, (x - low) / tf.where(span > 0, span, 1.0), 0.5)
 
 
-def quantile_bucket(x: tf.Tensor, num_buckets: int, name: str | None = None) -> tf.Tensor:
-    """Bucket id in ``[0, num_buckets)`` from approximate quantiles of the training split."""
-    return tft.bucketize(tf.cast(x, tf.float32), num_buckets=num_buckets, name=name)
+# ---- categorical representations --------------------------------------------------------------
 
 
-def vocabulary(x: tf.Tensor, top_k: int, num_oov_buckets: int, vocab_filename: str) -> tf.Tensor:
+def record_categories(ids: tf.Tensor, num_categories: int) -> tf.Tensor:
+    """Record ``[0, num_categories)`` as ``ids``' domain in the transformed schema; returns ids.
+
+    This is the annotation ``tft.apply_buckets`` and ``tft.compute_and_apply_vocabulary`` make,
+    so ``TFTransformOutput.num_buckets_for_transformed_feature`` works for ``ids`` too. Call it
+    on the tensor that becomes the output feature.
+    """
+    schema_inference.set_tensor_schema_override(
+        ids, tf.constant(0, tf.int64), tf.constant(num_categories - 1, tf.int64)
+    )
+    return ids
+
+
+def quantile_bucket(
+    x: tf.Tensor, num_buckets: int, reference: tf.Tensor | None = None, name: str | None = None
+) -> tf.Tensor:
+    """Bucket id in ``[0, num_buckets)`` from approximate quantiles of the training split.
+
+    The quantiles are those of ``x``, or of ``reference`` when given.
+    """
+    x = tf.cast(x, tf.float32)
+    if reference is None:
+        return tft.bucketize(x, num_buckets=num_buckets, name=name)
+    with tf.name_scope(name or "quantile_bucket"):
+        # tft.bucketize's default error tolerance.
+        boundaries = tft.quantiles(
+            tf.reshape(tf.cast(reference, tf.float32), [-1]),
+            num_buckets,
+            min(1.0 / num_buckets, 0.01),
+            name="boundaries",
+        )
+        return tft.apply_buckets(x, boundaries)
+
+
+def vocabulary(
+    x: tf.Tensor | tf.RaggedTensor,
+    top_k: int | None,
+    num_oov_buckets: int,
+    vocab_filename: str,
+    frequency_threshold: int | None = None,
+) -> tf.Tensor | tf.RaggedTensor:
     """Id of ``x`` in the training vocabulary (most frequent first), unseen values -> OOV ids.
 
-    Ids ``[0, vocab_size)`` are known values; ``[vocab_size, vocab_size + num_oov_buckets)`` are
-    hashed out-of-vocabulary buckets.
+    The vocabulary keeps the ``top_k`` most frequent values that occur at least
+    ``frequency_threshold`` times in training (either limit optional). Ids ``[0, vocab_size)`` are
+    known values; ``[vocab_size, vocab_size + num_oov_buckets)`` are hashed out-of-vocabulary
+    buckets, where rare and unseen values land. Empty strings never enter a vocabulary.
     """
     return tft.compute_and_apply_vocabulary(
-        x, top_k=top_k, num_oov_buckets=num_oov_buckets, vocab_filename=vocab_filename
+        x,
+        top_k=top_k,
+        frequency_threshold=frequency_threshold,
+        num_oov_buckets=num_oov_buckets,
+        vocab_filename=vocab_filename,
     )
 
 
 def identity(x: tf.Tensor, num_buckets: int) -> tf.Tensor:
     """Integer already used as a category id, clipped into ``[0, num_buckets)``."""
-    return tf.clip_by_value(tf.cast(x, tf.int64), 0, num_buckets - 1)
+    return record_categories(
+        tf.clip_by_value(tf.cast(x, tf.int64), 0, num_buckets - 1), num_buckets
+    )
+
+
+def one_hot(ids: tf.Tensor, depth: int) -> tf.Tensor:
+    """float32 ``[batch, depth]`` with a 1 at each row's id (all zeros for an id outside)."""
+    return tf.one_hot(tf.cast(ids, tf.int64), depth, dtype=tf.float32)
+
+
+def split_tokens(x: tf.Tensor, delimiter: str) -> tf.RaggedTensor:
+    """``[batch, None]`` tokens of a delimited string column, stripped, empty tokens dropped."""
+    tokens = tf.strings.strip(tf.strings.split(tf.reshape(x, [-1]), sep=delimiter))
+    return tf.ragged.boolean_mask(tokens, tf.strings.length(tokens) > 0)
+
+
+def multi_hot(token_ids: tf.RaggedTensor, depth: int) -> tf.Tensor:
+    """float32 ``[batch, depth]`` with a 1 for every id present in the row (duplicates count once).
+
+    Negative ids (out of vocabulary without OOV buckets) are left out.
+    """
+    keep = tf.logical_and(token_ids.values >= 0, token_ids.values < depth)
+    rows = tf.boolean_mask(token_ids.value_rowids(), keep)
+    cols = tf.boolean_mask(tf.cast(token_ids.values, tf.int64), keep)
+    batch = token_ids.nrows(out_type=tf.int64)
+    counts = tf.scatter_nd(
+        tf.stack([rows, cols], axis=1),
+        tf.ones_like(cols, tf.float32),
+        tf.stack([batch, tf.constant(depth, tf.int64)]),
+    )
+    return tf.ensure_shape(tf.minimum(counts, 1.0), [None, depth])
+
+
+def hash_bucket(x: tf.Tensor, hash_buckets: int) -> tf.Tensor:
+    """Id in ``[0, hash_buckets)``: FarmHash fingerprint of the value (as a string) mod buckets.
+
+    No vocabulary and no analysis pass: unseen values get an id too, at the price of collisions.
+    The fingerprint is stable across processes, platforms and versions.
+    """
+    strings = x if x.dtype == tf.string else tf.strings.as_string(x)
+    return record_categories(tft.hash_strings(strings, hash_buckets), hash_buckets)
+
+
+# ---- construction ------------------------------------------------------------------------------
 
 
 def cyclical_time(timestamp_seconds: tf.Tensor) -> tf.Tensor:
@@ -95,4 +405,108 @@ def hashed_cross(values: list[tf.Tensor], hash_buckets: int) -> tf.Tensor:
     """
     as_strings = [v if v.dtype == tf.string else tf.strings.as_string(v) for v in values]
     joined = tf.strings.join(as_strings, separator="_x_")
-    return tf.strings.to_hash_bucket_fast(joined, hash_buckets)
+    return record_categories(tf.strings.to_hash_bucket_fast(joined, hash_buckets), hash_buckets)
+
+
+def polynomial_exponents(num_inputs: int, degree: int) -> list[tuple[int, ...]]:
+    """Input indices of every monomial of total degree 2..``degree``, in a fixed order.
+
+    Two inputs, degree 2: ``[(0, 0), (0, 1), (1, 1)]`` i.e. x^2, x*y, y^2.
+    """
+    return [
+        combo
+        for d in range(2, degree + 1)
+        for combo in itertools.combinations_with_replacement(range(num_inputs), d)
+    ]
+
+
+def polynomial(columns: Sequence[tf.Tensor], degree: int = 2) -> tf.Tensor:
+    """float32 ``[batch, m]``: the monomials of :func:`polynomial_exponents` of ``columns``.
+
+    Linear terms are left out (they are features of their own); feed z-scored inputs so the
+    products stay on a comparable scale.
+    """
+    columns = [tf.cast(tf.reshape(c, [-1]), tf.float32) for c in columns]
+    terms = []
+    for combo in polynomial_exponents(len(columns), degree):
+        term = columns[combo[0]]
+        for index in combo[1:]:
+            term = term * columns[index]
+        terms.append(term)
+    return tf.stack(terms, axis=1)
+
+
+def pca(
+    columns: Sequence[tf.Tensor],
+    output_dim: int,
+    standardize_inputs: bool = True,
+    references: Sequence[tf.Tensor | None] | None = None,
+    name: str | None = None,
+) -> tf.Tensor:
+    """float32 ``[batch, output_dim]``: projection onto the top principal components.
+
+    With ``standardize_inputs`` each input is z-scored first (statistics over its ``references``
+    entry if given), i.e. PCA of the correlation matrix, as ``tft.pca`` recommends for inputs in
+    different units; without it, PCA of the covariance of the inputs as they are (fine for
+    inputs on one scale, e.g. logs of positive amounts). The components come from ``tft.pca``
+    over the training rows, in decreasing order of explained variance, each with its
+    largest-magnitude loading made positive so the sign does not depend on the eigen solver.
+    The output is the projection of the inputs centred on their training means, a sum of
+    element-wise products in a fixed order, identical for any batch size.
+
+    Analysis phases: ``tft.pca`` needs its inputs, so if they depend on training statistics
+    (standardization, full-pass cleaning) the components take a second pass over the data.
+    """
+    with tf.name_scope(name or "pca"):
+        references = references or [None] * len(columns)
+        inputs = [tf.cast(tf.reshape(c, [-1]), tf.float32) for c in columns]
+        if standardize_inputs:
+            inputs = [
+                zscore(c, reference=r, name=f"z{i}")
+                for i, (c, r) in enumerate(zip(inputs, references, strict=True))
+            ]
+        stacked = tf.stack(inputs, axis=1)
+        means = tft.mean(stacked, reduce_instance_dims=False, name="means")
+        components = tft.pca(stacked, output_dim, tf.float64, name="components")
+        components = canonical_signs(tf.cast(components, tf.float32))
+        projection = (inputs[0] - means[0])[:, None] * components[0][None, :]
+        for i in range(1, len(inputs)):
+            projection = projection + (inputs[i] - means[i])[:, None] * components[i][None, :]
+        return tf.ensure_shape(projection, [None, output_dim])
+
+
+def canonical_signs(components: tf.Tensor) -> tf.Tensor:
+    """Flip each column of ``[n, k]`` so that its largest-magnitude entry is positive."""
+    pivot = tf.argmax(tf.abs(components), axis=0)
+    pivot_values = tf.gather(tf.transpose(components), pivot, batch_dims=1)
+    return components * tf.where(pivot_values < 0, -1.0, 1.0)[None, :]
+
+
+def geo_cell(
+    latitude: tf.Tensor,
+    longitude: tf.Tensor,
+    present: tf.Tensor,
+    latitude_boundaries: tf.Tensor,
+    longitude_boundaries: tf.Tensor,
+    num_cells: int,
+) -> tf.Tensor:
+    """Grid cell id of a point: latitude bucket x longitude bucket, one extra id for no point.
+
+    With ``n`` latitude and ``m`` longitude boundaries (sorted, rank 2 ``[1, n]``) the grid has
+    ``(n + 1) * (m + 1)`` cells: cell ``lat_bucket * (m + 1) + lon_bucket``, where a bucket is
+    the number of boundaries ``<=`` the coordinate. Rows without both coordinates
+    (``present`` false) get id ``(n + 1) * (m + 1)``; ``num_cells`` must equal that plus one.
+    """
+    lat_bucket = tft.apply_buckets(tf.cast(latitude, tf.float32), latitude_boundaries)
+    lon_bucket = tft.apply_buckets(tf.cast(longitude, tf.float32), longitude_boundaries)
+    lon_cells = tf.cast(tf.shape(longitude_boundaries)[1] + 1, tf.int64)
+    cell = lat_bucket * lon_cells + lon_bucket
+    cell = tf.where(present, cell, tf.constant(num_cells - 1, tf.int64))
+    return record_categories(cell, num_cells)
+
+
+def quantile_boundaries(values: tf.Tensor, num_buckets: int, name: str | None = None) -> tf.Tensor:
+    """``[1, num_buckets - 1]`` training quantile boundaries of ``values``."""
+    return tf.reshape(
+        tft.quantiles(values, num_buckets, QUANTILE_EPSILON, name=name), [1, num_buckets - 1]
+    )

@@ -40,31 +40,53 @@ COLUMNS = (
 )
 
 
-def _bucketized(name: str) -> Feature:
+def _vocabulary(
+    name: str, top_k: int, oov: int, default, part=ModelPart.BOTH, frequency_threshold=None
+) -> Feature:
+    params = {"top_k": top_k, "num_oov_buckets": oov}
+    if frequency_threshold is not None:
+        params["frequency_threshold"] = frequency_threshold
+    return Feature(name, (name,), Transform.VOCABULARY, part, params, default=default)
+
+
+def _census_tract(name: str) -> Feature:
+    # ~800 tracts, new ones appear: hashed ids need no vocabulary pass and give unseen tracts an
+    # id of their own (shared with a few others) instead of a handful of OOV buckets.
     return Feature(
-        name, (name,), Transform.QUANTILE_BUCKET, ModelPart.BOTH, {"num_buckets": 10}, default=0.0
+        name, (name,), Transform.HASH, ModelPart.WIDE, {"hash_buckets": 2048}, default=-1
     )
 
 
-def _vocabulary(name: str, top_k: int, oov: int, default, part=ModelPart.BOTH) -> Feature:
+def _geo_cell(name: str, prefix: str) -> Feature:
+    # Community-area centroids on a 10 x 10 grid of training quantiles (+1 id for no location).
     return Feature(
         name,
-        (name,),
-        Transform.VOCABULARY,
-        part,
-        {"top_k": top_k, "num_oov_buckets": oov},
-        default=default,
+        (f"{prefix}_latitude", f"{prefix}_longitude"),
+        Transform.GEO_CELL,
+        ModelPart.BOTH,
+        {"lat_buckets": 10, "lon_buckets": 10},
     )
 
 
+# Fares and distances have a long tail of meter errors (fares of $700, 0-mile trips): clip them to
+# the 1st/99th training percentile; impute a missing distance with the training mean, a missing
+# duration with the median (durations are skewed), a missing fare (serving only) with the mean.
+# z-scores use the statistics of the present, unclipped values (one analysis pass).
+_CLEAN = {"impute": "mean", "clip": (0.01, 0.99)}
+
 FEATURES = (
-    Feature("trip_miles", ("trip_miles",), Transform.ZSCORE, ModelPart.DEEP, default=0.0),
-    Feature("fare", ("fare",), Transform.LOG_ZSCORE, ModelPart.DEEP, default=0.0),
-    Feature("trip_seconds", ("trip_seconds",), Transform.LOG_ZSCORE, ModelPart.DEEP, default=0),
-    _bucketized("pickup_latitude"),
-    _bucketized("pickup_longitude"),
-    _bucketized("dropoff_latitude"),
-    _bucketized("dropoff_longitude"),
+    Feature("trip_miles", ("trip_miles",), Transform.ZSCORE, ModelPart.DEEP, _CLEAN, default=0.0),
+    Feature("fare", ("fare",), Transform.LOG_ZSCORE, ModelPart.DEEP, _CLEAN, default=0.0),
+    Feature(
+        "trip_seconds",
+        ("trip_seconds",),
+        Transform.LOG_ZSCORE,
+        ModelPart.DEEP,
+        {"impute": "median", "clip": (0.01, 0.99)},
+        default=0,
+    ),
+    _geo_cell("pickup_cell", "pickup"),
+    _geo_cell("dropoff_cell", "dropoff"),
     Feature(
         "trip_start_hour",
         ("trip_start_hour",),
@@ -90,11 +112,12 @@ FEATURES = (
         default=0,
     ),
     _vocabulary("payment_type", top_k=100, oov=2, default=""),
-    _vocabulary("company", top_k=1000, oov=10, default=""),
+    # Fleets with fewer than 5 training trips share the OOV buckets with unseen ones.
+    _vocabulary("company", top_k=1000, oov=10, default="", frequency_threshold=5),
     _vocabulary("pickup_community_area", top_k=100, oov=2, default=-1),
     _vocabulary("dropoff_community_area", top_k=100, oov=2, default=-1),
-    _vocabulary("pickup_census_tract", top_k=1000, oov=5, default=-1, part=ModelPart.WIDE),
-    _vocabulary("dropoff_census_tract", top_k=1000, oov=5, default=-1, part=ModelPart.WIDE),
+    _census_tract("pickup_census_tract"),
+    _census_tract("dropoff_census_tract"),
     Feature(
         "trip_start_time",
         ("trip_start_timestamp",),
@@ -109,6 +132,26 @@ FEATURES = (
         ModelPart.WIDE,
         {"hash_buckets": 256},
         default=0,
+    ),
+    # The three trip measures are strongly correlated: their top two principal components as one
+    # dense input. PCA of the logs (unit-free, like a correlation PCA) needs no z-scores first,
+    # which keeps the whole analysis to one pass over the data.
+    Feature(
+        "trip_pca",
+        ("trip_miles", "fare", "trip_seconds"),
+        Transform.PCA,
+        ModelPart.DEEP,
+        {"output_dim": 2, "log": True, "standardize": False},
+        default=0,
+    ),
+    # Fare per distance matters for tipping: miles^2, miles*fare, fare^2 of the cleaned z-scores.
+    Feature(
+        "miles_fare_poly",
+        ("trip_miles", "fare"),
+        Transform.POLYNOMIAL,
+        ModelPart.DEEP,
+        {**_CLEAN, "degree": 2},
+        default=0.0,
     ),
 )
 
