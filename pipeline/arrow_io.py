@@ -9,7 +9,9 @@ with vectorized Arrow/NumPy operations, so no Python code runs per row, and
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterator
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -102,6 +104,21 @@ def iter_parquet_list_batches(
         parquet = pq.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=batch_size, columns=schema.names):
             yield to_list_batch(batch, schema)
+
+
+def read_first_rows(split_dir: Path | str, schema: pa.Schema, rows: int) -> pa.RecordBatch:
+    """The first ``rows`` rows of a split directory's Parquet files as one list batch."""
+    paths = sorted(glob.glob(str(Path(split_dir) / "*.parquet")))
+    if not paths:
+        raise FileNotFoundError(f"no Parquet files in {split_dir}")
+    batches, taken = [], 0
+    for batch in iter_parquet_list_batches(paths, schema, batch_size=max(rows, 1)):
+        batches.append(batch.slice(0, rows - taken))
+        taken += batches[-1].num_rows
+        if taken >= rows:
+            break
+    table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema)
 
 
 class ReadSplitBatches(beam.PTransform):

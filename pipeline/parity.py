@@ -32,7 +32,7 @@ import tensorflow_transform.beam as tft_beam
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.tfxio import tensor_adapter
 
-from pipeline.arrow_io import iter_parquet_list_batches
+from pipeline.arrow_io import read_first_rows
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.example_encoding import encode_examples
@@ -74,17 +74,7 @@ class ParityReport:
 
 def read_raw_rows(dataset: DatasetDefinition, split_dir: Path, rows: int) -> pa.RecordBatch:
     """First ``rows`` raw rows of a split as one list batch with every raw column."""
-    config = tensor_adapter_config(dataset)
-    paths = sorted(glob.glob(str(Path(split_dir) / "*.parquet")))
-    if not paths:
-        raise FileNotFoundError(f"no Parquet files in {split_dir}")
-    batches, taken = [], 0
-    for batch in iter_parquet_list_batches(paths, config.arrow_schema, batch_size=rows):
-        batches.append(batch.slice(0, rows - taken))
-        taken += batches[-1].num_rows
-        if taken >= rows:
-            break
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+    return read_first_rows(split_dir, tensor_adapter_config(dataset).arrow_schema, rows)
 
 
 def training_path_features(

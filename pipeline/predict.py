@@ -8,16 +8,14 @@ calls this in a fresh process, so it proves the export stands alone.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
 
-import pyarrow as pa
 import tensorflow as tf
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
-from pipeline.arrow_io import iter_parquet_list_batches, list_batch_schema
+from pipeline.arrow_io import list_batch_schema, read_first_rows
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
@@ -28,21 +26,9 @@ def raw_examples(
 ) -> tuple[list[bytes], list[dict]]:
     """The first ``rows`` rows of a split as serialized raw ``tf.Example``s and as dicts."""
     columns = tuple(c.name for c in (dataset.serving_columns if serving else dataset.columns))
-    schema = list_batch_schema(dataset, columns)
-    paths = sorted(glob.glob(str(Path(split_dir) / "*.parquet")))
-    if not paths:
-        raise FileNotFoundError(f"no Parquet files in {split_dir}")
-    batches: list[pa.RecordBatch] = []
-    taken = 0
-    for batch in iter_parquet_list_batches(paths, schema, batch_size=max(rows, 1)):
-        batches.append(batch.slice(0, rows - taken))
-        taken += batches[-1].num_rows
-        if taken >= rows:
-            break
-    encoder = RecordBatchToExamplesEncoder()
-    examples = [e for b in batches for e in encoder.encode(b)]
-    records = [row for b in batches for row in b.to_pylist()]
-    return examples, records
+    batch = read_first_rows(split_dir, list_batch_schema(dataset, columns), rows)
+    examples = RecordBatchToExamplesEncoder().encode(batch)
+    return examples, batch.to_pylist()
 
 
 def predict_examples(export_dir: Path, examples: list[bytes]) -> dict[str, list]:

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.arrow_io import ReadSplitBatches, list_batch_schema, to_list_batch
+from pipeline.arrow_io import ReadSplitBatches, list_batch_schema, read_first_rows, to_list_batch
 
 
 def test_values_become_single_item_lists_and_nulls_stay_null():
@@ -64,3 +64,14 @@ def test_beam_reader_streams_every_row_in_batches(tmp_path, taxi):
             | beam.FlatMap(lambda b: [(r["fare"][0], r["tips"]) for r in b.to_pylist()])
         )
         assert_that(rows, equal_to([(float(i), None) for i in range(25)]))
+
+
+def test_first_rows_of_a_split_across_files(tmp_path, taxi):
+    schema = list_batch_schema(taxi, ("fare",))
+    for part in range(2):
+        table = pa.table({"fare": pa.array([float(part * 10 + i) for i in range(3)])})
+        pq.write_table(table, tmp_path / f"part-{part}.parquet")
+    batch = read_first_rows(tmp_path, schema, 5)
+    assert batch.column(0).to_pylist() == [[0.0], [1.0], [2.0], [10.0], [11.0]]
+    with pytest.raises(FileNotFoundError, match="no Parquet files"):
+        read_first_rows(tmp_path / "missing", schema, 1)
