@@ -613,3 +613,12 @@ def test_definition_rejects_bad_features(feature, message):
             features=(feature,),
             label_only_columns=("tip",),
         )
+
+
+def test_eager_calls_leave_no_schema_annotations_behind():
+    """Called eagerly, a block must not leave eager tensors in TFT's global collections."""
+    from tensorflow_transform import schema_inference
+
+    blocks.record_categories(tf.constant([1, 2], tf.int64), 5)
+    collection = tf.compat.v1.get_collection(schema_inference._TF_METADATA_TENSOR_COLLECTION)
+    assert not any(isinstance(t, tf.__internal__.EagerTensor) for t in collection)

@@ -282,9 +282,12 @@ def record_categories(ids: tf.Tensor, num_categories: int) -> tf.Tensor:
     so ``TFTransformOutput.num_buckets_for_transformed_feature`` works for ``ids`` too. Call it
     on the tensor that becomes the output feature.
     """
-    schema_inference.set_tensor_schema_override(
-        ids, tf.constant(0, tf.int64), tf.constant(num_categories - 1, tf.int64)
-    )
+    if not tf.executing_eagerly():
+        # Only while TFT traces the graph: called eagerly (a unit test, a notebook), TFT's
+        # collection would keep eager tensors in the global graph and break every later trace.
+        schema_inference.set_tensor_schema_override(
+            ids, tf.constant(0, tf.int64), tf.constant(num_categories - 1, tf.int64)
+        )
     return ids
 
 
