@@ -35,7 +35,6 @@ from pipeline.validate import (
 )
 
 SAMPLE = find_sample()
-pytestmark = pytest.mark.skipif(SAMPLE is None, reason="taxi sample CSV not available")
 
 JSD = "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"
 

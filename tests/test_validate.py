@@ -35,7 +35,6 @@ from pipeline.validate import (
 from pipeline.validation.comparators import quantile_bin_jsd
 
 SAMPLE = find_sample()
-needs_sample = pytest.mark.skipif(SAMPLE is None, reason="taxi sample CSV not available")
 
 _SCHEMA_TYPES = {
     ColumnType.INT64: schema_pb2.INT,
@@ -82,8 +81,6 @@ def _splits(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def split_patterns(tmp_path_factory) -> dict[str, str]:
-    if SAMPLE is None:
-        pytest.skip("taxi sample CSV not available")
     root = tmp_path_factory.mktemp("validation_splits")
     contract = split_file_schema(TAXI)
     splits = _splits(read_sample(TAXI, SAMPLE))
@@ -139,7 +136,6 @@ def test_schema_is_found_from_any_working_directory(tmp_path, monkeypatch):
 # ---- clean data ----------------------------------------------------------------------------
 
 
-@needs_sample
 def test_clean_data_has_no_anomalies(stats, schema):
     reports = [
         validate_statistics(stats["eval"], schema, "TRAINING", previous_stats=stats["train"]),
@@ -154,7 +150,6 @@ def test_clean_data_has_no_anomalies(stats, schema):
     assert not any(m.exceeded for r in reports for m in r.measurements)
 
 
-@needs_sample
 def test_tips_absent_in_serving_is_not_an_anomaly(stats, schema):
     assert not validate_statistics(stats["serving"], schema, "SERVING").find("tips")
     as_training = validate_statistics(stats["serving"], schema, "TRAINING")
@@ -164,7 +159,6 @@ def test_tips_absent_in_serving_is_not_an_anomaly(stats, schema):
 # ---- injected faults -----------------------------------------------------------------------
 
 
-@needs_sample
 def test_new_payment_type_is_blocking(stats, schema):
     report = validate_statistics(stats["serving_new_payment"], schema, "SERVING")
     assert _kinds(report, "payment_type") == {"ENUM_TYPE_UNEXPECTED_STRING_VALUES"}
@@ -173,7 +167,6 @@ def test_new_payment_type_is_blocking(stats, schema):
         check(report)
 
 
-@needs_sample
 def test_fare_in_cents_is_out_of_range(stats, schema):
     report = validate_statistics(stats["eval_fare_cents"], schema, "TRAINING")
     assert [a.feature for a in report.anomalies] == ["fare"]
@@ -189,7 +182,6 @@ def _max_value(stats: statistics_pb2.DatasetFeatureStatisticsList, name: str) ->
     return feature.num_stats.max
 
 
-@needs_sample
 def test_missing_and_unexpected_columns(stats, schema):
     report = validate_statistics(stats["serving_missing_and_new"], schema, "SERVING")
     assert _kinds(report, "trip_miles") == {"SCHEMA_MISSING_COLUMN"}
@@ -197,7 +189,6 @@ def test_missing_and_unexpected_columns(stats, schema):
     assert {a.feature for a in report.blocking} == {"trip_miles", "driver_rating"}
 
 
-@needs_sample
 def test_nulls_in_required_feature(stats, schema):
     report = validate_statistics(stats["eval_null_fare"], schema, "TRAINING")
     assert {a.feature for a in report.anomalies} == {"fare"}
@@ -207,7 +198,6 @@ def test_nulls_in_required_feature(stats, schema):
         check(report)
 
 
-@needs_sample
 def test_string_where_a_number_belongs(stats, schema):
     report = validate_statistics(stats["eval_string_seconds"], schema, "TRAINING")
     assert [a.feature for a in report.blocking] == ["trip_seconds"]
@@ -216,7 +206,6 @@ def test_string_where_a_number_belongs(stats, schema):
         check(report)
 
 
-@needs_sample
 def test_serving_skew_past_threshold_blocks(stats, schema):
     report = validate_statistics(
         stats["train"], schema, "TRAINING", serving_stats=stats["serving_skewed"]
@@ -234,7 +223,6 @@ def test_serving_skew_past_threshold_blocks(stats, schema):
         check(report)
 
 
-@needs_sample
 def test_drift_past_threshold_warns_by_default_and_blocks_when_configured(stats, schema):
     args = (stats["eval_drifted"], schema, "TRAINING")
     report = validate_statistics(*args, previous_stats=stats["train"])
@@ -255,7 +243,6 @@ def test_drift_past_threshold_warns_by_default_and_blocks_when_configured(stats,
 # ---- report, config, CLI, statistics files -------------------------------------------------
 
 
-@needs_sample
 def test_manifest_is_json(stats, schema):
     report = validate_statistics(stats["eval_fare_cents"], schema, "TRAINING")
     manifest = json.loads(json.dumps(report.to_manifest()))
@@ -281,7 +268,6 @@ def test_severity_rules_first_match_wins():
         SeverityConfig.from_dict({"rule": []})
 
 
-@needs_sample
 def test_cli_check_exit_status(stats, split_patterns, tmp_path, capsys):
     clean, faulty = tmp_path / "clean.pb", tmp_path / "faulty.pb"
     clean.write_bytes(stats["serving"].SerializeToString())
@@ -297,14 +283,12 @@ def test_cli_check_exit_status(stats, split_patterns, tmp_path, capsys):
     assert json.loads(report_path.read_text())["blocking"] == 1
 
 
-@needs_sample
 def test_cli_infer_prints_difference(split_patterns, capsys):
     assert main(["infer", "--input", split_patterns["eval_string_seconds"]]) == 0
     out = capsys.readouterr().out
     assert "trip_seconds: type: INT -> BYTES" in out
 
 
-@needs_sample
 def test_statistics_file_is_published_whole(stats, split_patterns, tmp_path):
     output = tmp_path / "stats" / "serving.pb"
     compute_statistics(split_patterns["serving"], output)
@@ -317,7 +301,6 @@ def test_missing_input_is_named(tmp_path):
         compute_statistics(str(tmp_path / "nothing-here" / "*.parquet"), tmp_path / "s.pb")
 
 
-@needs_sample
 def test_validate_splits_runs_the_standard_checks(stats, schema):
     reports = validate_splits(
         {
@@ -337,7 +320,6 @@ def test_validate_splits_runs_the_standard_checks(stats, schema):
     ]
 
 
-@needs_sample
 def test_html_report_is_self_contained(stats, tmp_path, capsys):
     files = {}
     for split, name in (("train", "train"), ("eval", "eval_fare_cents"), ("serving", "serving")):

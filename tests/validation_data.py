@@ -19,12 +19,6 @@ from pipeline.arrow_io import list_batch_schema, to_list_batch
 from pipeline.dataset import DatasetDefinition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Where the sample may be: explicit override, `make data`'s copy, the unpacked tfx wheel.
-SAMPLE_CANDIDATES = (
-    Path(os.environ.get("TAXI_SAMPLE_CSV", "/nonexistent")),
-    REPO_ROOT / "data" / "taxi" / "data.csv",
-    Path("/tmp/tfxwheel/data.csv"),
-)
 
 _ARROW_TYPES = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "STRING": pa.string()}
 _PANDAS_TYPES = {"INT64": "Int64", "FLOAT64": "float64", "STRING": "string"}
@@ -37,9 +31,17 @@ def split_file_schema(dataset: DatasetDefinition) -> pa.Schema:
     )
 
 
-def find_sample() -> Path | None:
-    """The taxi sample CSV, if present on this machine."""
-    return next((path for path in SAMPLE_CANDIDATES if path.is_file()), None)
+def find_sample() -> Path:
+    """The checksum-verified taxi sample CSV (``TAXI_SAMPLE_CSV``, or the setup's copy in data/).
+
+    ``make test`` prepares data/ first; run alone, this fetches the sample the same way.
+    """
+    override = os.environ.get("TAXI_SAMPLE_CSV")
+    if override:
+        return Path(override)
+    from pipeline.data import fetch_taxi_csv
+
+    return fetch_taxi_csv(REPO_ROOT / "data")
 
 
 def read_sample(dataset: DatasetDefinition, path: Path) -> pd.DataFrame:
