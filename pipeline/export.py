@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline.artifacts import staged_directory
+from pipeline import storage
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.raw_schema import raw_feature_spec, tf_dtype
@@ -73,7 +73,7 @@ MISSING_VALUES: dict[str, Any] = {"INT64": MISSING_INT64, "FLOAT64": math.nan, "
 
 @dataclasses.dataclass
 class ExportResult:
-    export_dir: Path
+    export_dir: str
     version: int
     seconds: float
 
@@ -184,9 +184,9 @@ def _scalar(value: Any, name: str, marker: Any) -> Any:
 
 def export_serving_model(
     dataset: DatasetDefinition,
-    model_dir: Path,
-    transform_dir: Path,
-    model_base: Path,
+    model_dir: str | Path,
+    transform_dir: str | Path,
+    model_base: str | Path,
     version: int | None = None,
 ) -> ExportResult:
     """Write ``<model_base>/<version>/`` atomically and return where it went."""
@@ -197,18 +197,18 @@ def export_serving_model(
     # Tracking the layer on the model makes the transform graph and its assets part of the export.
     model.tft_layer = tft_output.transform_features_layer()
     signatures = _serving_functions(dataset, model, model.tft_layer)
-    export_dir = Path(model_base) / str(version)
-    with staged_directory(export_dir) as staging:
-        tf.saved_model.save(model, str(staging), signatures=signatures)
+    export_dir = storage.join(model_base, str(version))
+    with storage.staged_directory(export_dir) as staging:
+        tf.saved_model.save(model, staging, signatures=signatures)
     return ExportResult(export_dir, version, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Export the serving SavedModel.")
     parser.add_argument("--dataset", default="taxi")
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--transform-dir", type=Path, required=True)
-    parser.add_argument("--model-base", type=Path, required=True)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--transform-dir", required=True)
+    parser.add_argument("--model-base", required=True, help="a path or gs:// URI")
     parser.add_argument("--version", type=int)
     args = parser.parse_args(argv)
     result = export_serving_model(

@@ -203,10 +203,10 @@ def check_parity(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prove serving features equal training features.")
     parser.add_argument("--dataset", default="taxi")
-    parser.add_argument("--transform-dir", type=Path, required=True)
-    parser.add_argument("--export-dir", type=Path, required=True)
-    parser.add_argument("--split-dir", type=Path, required=True)
-    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--transform-dir", required=True)
+    parser.add_argument("--export-dir", required=True)
+    parser.add_argument("--split-dir", required=True)
+    parser.add_argument("--model-dir")
     parser.add_argument("--rows", type=int, default=200)
     args = parser.parse_args(argv)
     report = check_parity(

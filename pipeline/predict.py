@@ -42,8 +42,8 @@ def predict_examples(export_dir: Path, examples: list[bytes]) -> dict[str, list]
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="taxi")
-    parser.add_argument("--export-dir", type=Path, required=True)
-    parser.add_argument("--split-dir", type=Path, required=True)
+    parser.add_argument("--export-dir", required=True)
+    parser.add_argument("--split-dir", required=True)
     parser.add_argument("--rows", type=int, default=5)
     args = parser.parse_args(argv)
     examples, records = raw_examples(get_dataset(args.dataset), args.split_dir, args.rows)

@@ -24,20 +24,17 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import tree_digest
+from pipeline import storage
 from pipeline.serving.layout import (
     BLESSING_FILE,
     SAVED_MODEL_FILE,
     complete_versions,
     read_blessing,
-    version_dir,
     version_of,
 )
 
@@ -56,7 +53,7 @@ class PushDecision:
     baseline_version: int | None = None
     baseline_auc: float | None = None
     version: int | None = None
-    version_dir: Path | None = None
+    version_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)
@@ -64,13 +61,13 @@ class PushDecision:
         return payload
 
 
-def served_baseline(model_base: Path) -> tuple[int | None, float | None]:
+def served_baseline(model_base: str | Path) -> tuple[int | None, float | None]:
     """The newest complete version and the eval AUC its push recorded (None if unknown)."""
     versions = complete_versions(model_base)
     if not versions:
         return None, None
     newest = versions[-1]
-    blessing = read_blessing(version_dir(model_base, newest)) or {}
+    blessing = read_blessing(storage.join(model_base, str(newest))) or {}
     auc = blessing.get("eval_auc")
     valid = isinstance(auc, int | float) and math.isfinite(auc)
     return newest, float(auc) if valid else None
@@ -94,29 +91,28 @@ def decide(
     return True, f"eval AUC {eval_auc:.4f} vs served {baseline_auc:.4f} (tolerance {tolerance:.4f})"
 
 
-def next_version(model_base: Path, export_dir: Path) -> int:
+def next_version(model_base: str | Path, export_dir: str | Path) -> int:
     """Above every numeric name in the base; the export's own number if that is higher.
 
     Exports are numbered by time (``pipeline.export``), so a pushed version keeps its export's
     number whenever it can, and a server always sees the new version as the newest.
     """
-    base = Path(model_base)
-    taken = [version_of(p.name) for p in base.iterdir()] if base.is_dir() else []
+    taken = [version_of(name) for name in storage.listdir(model_base)]
     highest = max((v for v in taken if v is not None), default=0)
-    return max(highest + 1, version_of(Path(export_dir).name) or 0)
+    return max(highest + 1, version_of(storage.basename(export_dir)) or 0)
 
 
 def push(
-    export_dir: Path,
-    model_base: Path,
+    export_dir: str | Path,
+    model_base: str | Path,
     eval_auc: float,
     auc_floor: float,
     tolerance: float,
     version: int | None = None,
 ) -> PushDecision:
     """Publish ``export_dir`` as ``<model_base>/<version>`` if it is blessed; see the module."""
-    export_dir, model_base = Path(export_dir), Path(model_base)
-    if not (export_dir / SAVED_MODEL_FILE).is_file():
+    export_dir, model_base = str(export_dir), str(model_base)
+    if not storage.isfile(storage.join(export_dir, SAVED_MODEL_FILE)):
         raise FileNotFoundError(f"{export_dir} holds no {SAVED_MODEL_FILE}")
     baseline_version, baseline_auc = served_baseline(model_base)
     blessed, reason = decide(eval_auc, auc_floor, tolerance, baseline_auc)
@@ -125,42 +121,43 @@ def push(
     )
     if not blessed:
         return decision
-    model_base.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(model_base)
     version = version if version is not None else next_version(model_base, export_dir)
     if baseline_version is not None and version <= baseline_version:
         raise ValueError(f"version {version} is not newer than the served {baseline_version}")
-    target = version_dir(model_base, version)
+    target = storage.join(model_base, str(version))
     decision = dataclasses.replace(decision, version=version, version_dir=target)
     _publish(export_dir, target, decision)
     return decision
 
 
-def _publish(export_dir: Path, target: Path, decision: PushDecision) -> None:
-    """Copy, verify, bless and rename into place; on any failure remove the staging copy."""
-    if target.exists():
+def _publish(export_dir: str, target: str, decision: PushDecision) -> None:
+    """Copy, verify, bless and publish; on any failure remove the staging copy."""
+    if storage.exists(target):
         raise FileExistsError(f"{target} already exists; versions are never overwritten")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging = storage.staging_dir(target)
     try:
-        _copy_tree(export_dir, staging)
-        digest = tree_digest(export_dir)
-        if tree_digest(staging) != digest:
+        storage.copytree(export_dir, staging)
+        digest = storage.tree_digest(export_dir)
+        if storage.tree_digest(staging) != digest:
             raise OSError(f"copy of {export_dir} does not match its source")
         blessing = {
             **decision.to_json(),
-            "source": str(export_dir),
+            "source": export_dir,
             "digest": digest,
             "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (staging / BLESSING_FILE).write_text(json.dumps(blessing, indent=2, sort_keys=True))
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the version from other users
-        os.rename(staging, target)  # fails if a concurrent push took the name meanwhile
+        text = json.dumps(blessing, indent=2, sort_keys=True)
+        storage.write_text_atomic(storage.join(staging, BLESSING_FILE), text)
+        if storage.is_remote(target):
+            # No rename in an object store: saved_model.pb lands last (see serving.layout).
+            storage.publish_dir(staging, target, replace=False, last=(SAVED_MODEL_FILE,))
+        else:
+            os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the version from other users
+            os.rename(staging, target)  # fails if a concurrent push took the name meanwhile
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.rmtree(staging)
         raise
-
-
-def _copy_tree(source: Path, destination: Path) -> None:
-    shutil.copytree(source, destination, dirs_exist_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--export-dir", type=Path, required=True)
-    parser.add_argument("--model-base", type=Path, required=True)
+    parser.add_argument("--export-dir", required=True, help="a path or gs:// URI")
+    parser.add_argument("--model-base", required=True, help="a path or gs:// URI")
     parser.add_argument("--eval-auc", type=float, required=True)
     parser.add_argument("--auc-floor", type=float, default=0.5, help="the majority baseline's")
     parser.add_argument("--tolerance", type=float, default=0.01)

@@ -11,7 +11,6 @@ pipeline is done, ordered by content so that the same input gives the same files
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pyarrow as pa
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.artifacts import sha256_file
+from pipeline import storage
 from pipeline.example_encoding import encode_examples
 
 SUFFIX = ".tfrecord.gz"
@@ -66,9 +65,9 @@ class _WriteShards(beam.DoFn):
     def _open(self) -> None:
         import tensorflow as tf
 
-        os.makedirs(self._directory, exist_ok=True)
+        storage.makedirs(self._directory)
         name = f"{_PENDING}{self._prefix}-{uuid.uuid4().hex}{SUFFIX}"
-        self._path = os.path.join(self._directory, name)
+        self._path = storage.join(self._directory, name)
         options = tf.io.TFRecordOptions(
             compression_type="GZIP", compression_level=COMPRESSION_LEVEL
         )
@@ -92,30 +91,29 @@ class WriteBatchesToTFRecord(beam.PTransform):
         return batches | "WriteShards" >> beam.ParDo(_WriteShards(self._directory, self._prefix))
 
 
-def finalize_shards(directory: Path, prefix: str) -> list[Path]:
+def finalize_shards(directory: Path | str, prefix: str) -> list[str]:
     """Rename a prefix's pending shards to ``<prefix>-NNNNN-of-MMMMM.tfrecord.gz``.
 
     Shards are numbered in order of their content digest, so a rerun over the same input
     produces the same file names with the same bytes. A prefix with no rows gets one empty
     shard, so readers of ``<prefix>-*`` always find a file.
     """
-    directory = Path(directory)
-    pending = sorted(directory.glob(f"{_PENDING}{prefix}-*{SUFFIX}"))
+    pending = storage.glob(storage.join(directory, f"{_PENDING}{prefix}-*{SUFFIX}"))
     if not pending:
-        pending = [_write_empty_shard(directory, prefix)]
-    ordered = sorted(pending, key=sha256_file)
+        pending = [_write_empty_shard(str(directory), prefix)]
+    ordered = sorted(pending, key=storage.sha256)
     final = []
     for index, path in enumerate(ordered):
-        target = directory / f"{prefix}-{index:05d}-of-{len(ordered):05d}{SUFFIX}"
-        os.replace(path, target)
+        target = storage.join(directory, f"{prefix}-{index:05d}-of-{len(ordered):05d}{SUFFIX}")
+        storage.rename_file(path, target)
         final.append(target)
     return final
 
 
-def _write_empty_shard(directory: Path, prefix: str) -> Path:
+def _write_empty_shard(directory: str, prefix: str) -> str:
     import tensorflow as tf
 
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{_PENDING}{prefix}-empty{SUFFIX}"
-    tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(compression_type="GZIP")).close()
+    storage.makedirs(directory)
+    path = storage.join(directory, f"{_PENDING}{prefix}-empty{SUFFIX}")
+    tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")).close()
     return path

@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline.artifacts import staged_directory
+from pipeline import storage
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.model import (
@@ -61,7 +61,7 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    model_dir: Path
+    model_dir: str
     metrics: dict[str, dict[str, float]]
     seconds: float
     steps: int
@@ -138,7 +138,7 @@ def _fit(
     train_ds: tf.data.Dataset,
     eval_ds: tf.data.Dataset,
     config: TrainConfig,
-    log_dir: Path,
+    log_dir: str,
 ) -> int:
     """Fit with early stopping on eval AUC and TensorBoard logs; returns the steps trained."""
     history = model.fit(
@@ -176,7 +176,7 @@ def _train_model(
     train_ds: tf.data.Dataset,
     split_datasets: dict[str, tf.data.Dataset],
     config: TrainConfig,
-    log_dir: Path,
+    log_dir: str,
 ) -> tuple[tf_keras.Model, int, dict]:
     """Build (same seed for every model), fit and evaluate one model on the given batches."""
     tf_keras.utils.set_random_seed(config.seed)
@@ -187,9 +187,9 @@ def _train_model(
 
 def train_and_evaluate(
     dataset: DatasetDefinition,
-    transform_dir: Path,
+    transform_dir: str | Path,
     example_patterns: dict[str, str],
-    model_dir: Path,
+    model_dir: str | Path,
     config: TrainConfig = TrainConfig(),
 ) -> TrainResult:
     """Fit on train with early stopping on eval; metrics on eval/test beside both baselines.
@@ -213,14 +213,19 @@ def train_and_evaluate(
     }
     if "eval" not in split_datasets:
         raise ValueError("training needs an eval split for early stopping")
-    with staged_directory(Path(model_dir)) as staging:
+    with storage.staged_directory(model_dir) as staging:
         model, steps, metrics = _train_model(
-            inputs, WIDE_AND_DEEP, train_ds, split_datasets, config, staging / "logs"
+            inputs, WIDE_AND_DEEP, train_ds, split_datasets, config, storage.join(staging, "logs")
         )
         wide_steps = None
         if config.wide_baseline:
             _, wide_steps, wide_metrics = _train_model(
-                inputs, WIDE_ONLY, train_ds, split_datasets, config, staging / "logs" / "wide"
+                inputs,
+                WIDE_ONLY,
+                train_ds,
+                split_datasets,
+                config,
+                storage.join(staging, "logs", "wide"),
             )
             for split, values in wide_metrics.items():
                 metrics[f"wide_baseline_{split}"] = values
@@ -231,9 +236,9 @@ def train_and_evaluate(
         for split in split_datasets:
             metrics[f"majority_baseline_{split}"] = majority_baseline(rates["train"], rates[split])
         metrics["positive_rate"] = {split: round(rate, 6) for split, rate in rates.items()}
-        model.save(str(staging / "keras"), save_format="tf")
+        model.save(storage.join(staging, "keras"), save_format="tf")
     return TrainResult(
-        Path(model_dir), metrics, time.perf_counter() - started, steps, config, wide_steps
+        str(model_dir), metrics, time.perf_counter() - started, steps, config, wide_steps
     )
 
 
@@ -254,8 +259,8 @@ def _positive_rate(file_pattern: str, tft_output: tft.TFTransformOutput, label: 
     return positives / max(total, 1)
 
 
-def load_trained_model(model_dir: Path) -> tf_keras.Model:
-    return tf_keras.models.load_model(str(Path(model_dir) / "keras"))
+def load_trained_model(model_dir: str | Path) -> tf_keras.Model:
+    return tf_keras.models.load_model(storage.join(model_dir, "keras"))
 
 
 def _units(text: str) -> tuple[int, ...]:
@@ -320,15 +325,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and evaluate the wide-and-deep model.")
     parser.add_argument("--dataset", default="taxi")
-    parser.add_argument("--transform-dir", type=Path, required=True)
-    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--transform-dir", required=True, help="a path or gs:// URI")
+    parser.add_argument("--model-dir", required=True, help="a path or gs:// URI")
     add_train_arguments(parser)
     args = parser.parse_args(argv)
-    examples = {
-        split: str(args.transform_dir / "examples" / f"{split}-*.tfrecord.gz")
+    patterns = {
+        split: storage.join(args.transform_dir, "examples", f"{split}-*.tfrecord.gz")
         for split in ("train", *EVALUATED_SPLITS)
-        if list((args.transform_dir / "examples").glob(f"{split}-*"))
     }
+    examples = {split: pattern for split, pattern in patterns.items() if storage.glob(pattern)}
     result = train_and_evaluate(
         get_dataset(args.dataset),
         args.transform_dir,

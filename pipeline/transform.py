@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -30,8 +28,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
+from pipeline import storage
 from pipeline.arrow_io import ReadSplitBatches
-from pipeline.artifacts import sha256_file, staged_directory
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.raw_schema import tensor_adapter_config
@@ -47,7 +45,7 @@ ANALYZE_SPLIT = "train"
 class TransformResult:
     """Where the transform stage put its artifacts, and how long it took."""
 
-    output_dir: Path
+    output_dir: str
     example_patterns: dict[str, str]
     rows: dict[str, int]
     seconds: float
@@ -56,7 +54,7 @@ class TransformResult:
     def to_manifest(self) -> dict:
         return {
             "output_dir": str(self.output_dir),
-            "transform_fn": str(self.output_dir / "transform_fn"),
+            "transform_fn": storage.join(self.output_dir, "transform_fn"),
             "examples": self.example_patterns,
             "rows": self.rows,
             "analysis_spans": self.analysis,
@@ -97,10 +95,10 @@ def _run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
 def analyze(
     dataset: DatasetDefinition,
     span_patterns: dict[str, str],
-    transform_fn_dir: Path,
-    temp_dir: Path,
+    transform_fn_dir: str | Path,
+    temp_dir: str | Path,
     beam_args: list[str] | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, list[str]]:
     """Full pass over the training data: write ``transform_fn`` and ``transformed_metadata``.
 
@@ -153,21 +151,21 @@ def analyze(
 def _span_key(span: str, pattern: str) -> analyzer_cache.DatasetKey:
     """Cache key of a span: its name plus a digest of its files, so changed data never hits."""
     digest = hashlib.sha256()
-    for path in sorted(glob.glob(pattern)):
-        digest.update(sha256_file(Path(path)).encode())
+    for path in storage.glob(pattern):
+        digest.update(storage.sha256(path).encode())
     return analyzer_cache.DatasetKey(f"{span}-{digest.hexdigest()[:16]}")
 
 
-def _has_cache(cache_dir: Path) -> bool:
-    return Path(cache_dir).is_dir() and any(Path(cache_dir).iterdir())
+def _has_cache(cache_dir: Path | str) -> bool:
+    return bool(storage.listdir(cache_dir))
 
 
 def transform_splits(
     dataset: DatasetDefinition,
     split_patterns: dict[str, str],
-    transform_fn_dir: Path,
-    examples_dir: Path,
-    temp_dir: Path,
+    transform_fn_dir: str | Path,
+    examples_dir: str | Path,
+    temp_dir: str | Path,
     beam_args: list[str] | None = None,
 ) -> dict[str, int]:
     """Apply the stored ``transform_fn`` to every split; write TFRecord shards; count rows.
@@ -198,10 +196,10 @@ def transform_splits(
 def run_transform(
     dataset: DatasetDefinition,
     split_dirs: dict[str, Path | str],
-    output_dir: Path,
+    output_dir: str | Path,
     beam_args: list[str] | None = None,
     analysis_spans: dict[str, Path | str] | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> TransformResult:
     """Analyze the training data, transform every split, and publish ``output_dir`` atomically.
 
@@ -209,7 +207,7 @@ def run_transform(
     analyzes several spans instead, with ``cache_dir`` reusing their cached analyzer results.
     """
     started = time.perf_counter()
-    output_dir = Path(output_dir)
+    output_dir = str(output_dir)
     split_patterns = {split: _split_pattern(path) for split, path in split_dirs.items()}
     if ANALYZE_SPLIT not in split_patterns:
         raise ValueError(f"the transform stage needs a {ANALYZE_SPLIT!r} split to analyze")
@@ -218,15 +216,15 @@ def run_transform(
         if analysis_spans is None
         else {span: _split_pattern(path) for span, path in analysis_spans.items()}
     )
-    with staged_directory(output_dir) as staging:
-        temp_dir = staging / ".tft_tmp"
+    with storage.staged_directory(output_dir) as staging:
+        temp_dir = storage.join(staging, ".tft_tmp")
         analysis = analyze(dataset, spans, staging, temp_dir, beam_args, cache_dir)
-        rows = transform_splits(
-            dataset, split_patterns, staging, staging / EXAMPLES_DIR, temp_dir, beam_args
-        )
-        _remove_tree(temp_dir)
+        examples_dir = storage.join(staging, EXAMPLES_DIR)
+        rows = transform_splits(dataset, split_patterns, staging, examples_dir, temp_dir, beam_args)
+        storage.rmtree(temp_dir)
     patterns = {
-        split: str(output_dir / EXAMPLES_DIR / f"{split}-*.tfrecord.gz") for split in split_patterns
+        split: storage.join(output_dir, EXAMPLES_DIR, f"{split}-*.tfrecord.gz")
+        for split in split_patterns
     }
     return TransformResult(output_dir, patterns, rows, time.perf_counter() - started, analysis)
 
@@ -239,10 +237,6 @@ def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:
     return {split: int(totals.get(f"rows_{split}", 0)) for split in split_patterns}
 
 
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="taxi")
@@ -253,14 +247,14 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME=DIR",
         help="a split directory of Parquet files; repeat per split (train is analyzed)",
     )
-    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--output", required=True, help="a path or gs:// URI")
     parser.add_argument(
         "--span",
         action="append",
         metavar="NAME=DIR",
         help="analyze these spans instead of the train split (repeat per span)",
     )
-    parser.add_argument("--cache-dir", type=Path, help="TFT analyzer cache shared across runs")
+    parser.add_argument("--cache-dir", help="TFT analyzer cache shared across runs")
     args, beam_args = parser.parse_known_args(argv)
     splits = dict(item.split("=", 1) for item in args.split)
     spans = dict(item.split("=", 1) for item in args.span) if args.span else None

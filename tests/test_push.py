@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import pipeline.push as push_module
+from pipeline import storage
 from pipeline.push import EXIT_NOT_BLESSED, decide, main, push
 from pipeline.serving.layout import BLESSING_FILE, complete_versions, read_blessing
 
@@ -106,11 +107,12 @@ def test_a_failed_copy_leaves_nothing_at_the_target(export, tmp_path, monkeypatc
     base = tmp_path / "base"
     push(export, base, 0.8, 0.5, 0.01)
 
-    def copy_then_fail(source: Path, destination: Path) -> None:
+    def copy_then_fail(source: str, destination: str) -> None:
+        source, destination = Path(source), Path(destination)
         (destination / "saved_model.pb").write_bytes((source / "saved_model.pb").read_bytes())
         raise OSError("disk full")
 
-    monkeypatch.setattr(push_module, "_copy_tree", copy_then_fail)
+    monkeypatch.setattr(push_module.storage, "copytree", copy_then_fail)
     with pytest.raises(OSError, match="disk full"):
         push(export, base, 0.9, 0.5, 0.01)
     assert entries(base) == ["1"]  # no "2", no hidden staging directory left behind
@@ -120,11 +122,12 @@ def test_a_failed_copy_leaves_nothing_at_the_target(export, tmp_path, monkeypatc
 def test_a_corrupt_copy_is_caught_before_it_is_published(export, tmp_path, monkeypatch):
     base = tmp_path / "base"
 
-    def corrupting_copy(source: Path, destination: Path) -> None:
+    def corrupting_copy(source: str, destination: str) -> None:
+        source, destination = Path(source), Path(destination)
         shutil.copytree(source, destination, dirs_exist_ok=True)
         (destination / "variables" / "variables.index").write_bytes(b"truncated")
 
-    monkeypatch.setattr(push_module, "_copy_tree", corrupting_copy)
+    monkeypatch.setattr(push_module.storage, "copytree", corrupting_copy)
     with pytest.raises(OSError, match="does not match"):
         push(export, base, 0.9, 0.5, 0.01)
     assert entries(base) == []
@@ -160,3 +163,34 @@ def test_cli_exit_status_and_json(export, tmp_path, capsys):
     assert main([*args, "--eval-auc", "0.55"]) == EXIT_NOT_BLESSED
     refused = json.loads(capsys.readouterr().out)
     assert not refused["blessed"] and "floor" in refused["reason"]
+
+
+def test_push_to_a_gcs_model_base(export, tmp_path, gcs_bucket):
+    """A gs:// base: versions numbered and judged from the objects, blessing beside the model."""
+    base = f"{gcs_bucket}/models/taxi"
+    first = push(export, base, 0.8, 0.5, 0.01)
+    assert first.blessed and first.version_dir == f"{base}/1"
+    assert complete_versions(base) == [1]
+    assert storage.tree_digest(f"{base}/1") != storage.tree_digest(export)  # + blessing.json
+    assert storage.read_bytes(f"{base}/1/saved_model.pb") == b"graph"
+    assert read_blessing(f"{base}/1")["eval_auc"] == 0.8
+
+    worse = push(fake_export(tmp_path / "exports" / "2"), base, 0.7, 0.5, 0.01)
+    assert not worse.blessed and worse.baseline_auc == 0.8
+    better = push(fake_export(tmp_path / "exports" / "3", b"graph3"), base, 0.81, 0.5, 0.01)
+    assert better.blessed and better.version == 3
+    assert complete_versions(base) == [1, 3]
+    assert storage.listdir(base) == ["1", "3"]  # no staging objects left behind
+
+
+def test_a_failed_copy_to_gcs_leaves_nothing(export, gcs_bucket, monkeypatch):
+    base = f"{gcs_bucket}/models/taxi"
+
+    def copy_then_fail(source: str, destination: str) -> None:
+        storage.write_bytes_atomic(f"{destination}/saved_model.pb", b"partial")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(push_module.storage, "copytree", copy_then_fail)
+    with pytest.raises(OSError, match="connection reset"):
+        push(export, base, 0.9, 0.5, 0.01)
+    assert storage.listdir(base) == [] and complete_versions(base) == []

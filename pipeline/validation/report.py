@@ -7,13 +7,12 @@ or a CI artifact.
 from __future__ import annotations
 
 import html
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from pipeline import storage
 from pipeline.validation.anomalies import Severity, ValidationReport
 from pipeline.validation.stats import feature_stats
 
@@ -56,18 +55,14 @@ def render_html(
 
 
 def write_html(
-    path: Path,
+    path: str | Path,
     stats: Mapping[str, statistics_pb2.DatasetFeatureStatisticsList],
     reports: Mapping[str, ValidationReport],
     title: str = "Validation report",
-) -> Path:
-    """Write the page atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temp.write_text(render_html(stats, reports, title), encoding="utf-8")
-    os.replace(temp, path)
-    return path
+) -> str:
+    """Write the page atomically (a path or a gs:// URI); returns where it went."""
+    storage.write_text_atomic(path, render_html(stats, reports, title))
+    return str(path)
 
 
 # ---- sections ------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx_bsl.public import tfxio
 
+from pipeline import storage
 from pipeline.arrow_io import DEFAULT_BATCH_SIZE
 from pipeline.validation.batches import ReadValidationBatches, require_files
 
@@ -26,7 +26,7 @@ def stats_options() -> tfdv.StatsOptions:
 
 
 def compute_statistics(
-    file_pattern: str, output_path: Path, beam_args: list[str] | None = None
+    file_pattern: str, output_path: str | Path, beam_args: list[str] | None = None
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """Compute TFDV statistics of the Parquet files matching ``file_pattern`` on Beam.
 
@@ -38,7 +38,7 @@ def compute_statistics(
 
 
 def compute_statistics_from_examples(
-    file_pattern: str, output_path: Path, beam_args: list[str] | None = None
+    file_pattern: str, output_path: str | Path, beam_args: list[str] | None = None
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """TFDV statistics of uncompressed TFRecord files of raw ``tf.Example``s (serving logs).
 
@@ -55,29 +55,35 @@ def compute_statistics_from_examples(
 
 
 def _publish_statistics(
-    source: beam.PTransform, output_path: Path, beam_args: list[str] | None
+    source: beam.PTransform, output_path: str, beam_args: list[str] | None
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """Run ``source`` (-> list RecordBatches) through TFDV; write the proto atomically."""
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = output_path.with_name(f".{output_path.name}.{uuid.uuid4().hex}.tmp")
+    """Run ``source`` (-> list RecordBatches) through TFDV; publish the proto atomically.
+
+    TFDV writes to a temporary name beside ``output_path`` (on Dataflow, a ``gs://`` object),
+    which is then renamed into place.
+    """
+    output_path = str(output_path)
+    storage.makedirs(storage.parent(output_path))
+    temp_path = storage.join(
+        storage.parent(output_path), f".{storage.basename(output_path)}.{uuid.uuid4().hex}.tmp"
+    )
     try:
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as pipeline:
             _ = (
                 pipeline
                 | "Read" >> source
                 | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
-                | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(str(temp_path))
+                | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(temp_path)
             )
-        os.replace(temp_path, output_path)
+        storage.rename_file(temp_path, output_path)
     finally:
-        temp_path.unlink(missing_ok=True)
+        storage.rmtree(temp_path)
     return load_statistics(output_path)
 
 
-def load_statistics(path: Path) -> statistics_pb2.DatasetFeatureStatisticsList:
-    """Read statistics written by :func:`compute_statistics`."""
-    return tfdv.load_stats_binary(str(path))
+def load_statistics(path: str | Path) -> statistics_pb2.DatasetFeatureStatisticsList:
+    """Read statistics written by :func:`compute_statistics` (a path or a gs:// URI)."""
+    return statistics_pb2.DatasetFeatureStatisticsList.FromString(storage.read_bytes(path))
 
 
 def feature_stats(
