@@ -86,11 +86,13 @@ def report_page(tmp_path_factory):
     serving = _with_payment(make_rows(600, seed=3, fare_scale=1.5), 10, "Bitcoin").drop(["tips"])
     stats = {"train": _stats(train), "eval": _stats(eval_), "serving": _stats(serving)}
     reports = validate_splits(stats, load_schema("taxi"))
-    page = write_html(
-        tmp_path_factory.mktemp("report") / "validation.html",
-        stats,
-        reports,
-        "Validation report <browser check>",
+    page = Path(
+        write_html(
+            tmp_path_factory.mktemp("report") / "validation.html",
+            stats,
+            reports,
+            "Validation report <browser check>",
+        )
     )
     return page, reports
 

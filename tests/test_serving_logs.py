@@ -8,6 +8,7 @@ server logs them, clean or with one injected change.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,15 @@ from pipeline.validate import (
     load_statistics,
     main,
 )
+from pipeline.validation import cli
+from pipeline.validation.cli import (
+    EXIT_BLOCKING_ANOMALIES,
+    EXIT_CRASH,
+    EXIT_NO_REQUEST_LOGS,
+    EXIT_STATUS_HELP,
+    EXIT_USAGE,
+)
+from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 SAMPLE = find_sample()
 
@@ -145,6 +155,9 @@ def test_absent_or_empty_log_dir_is_a_clear_error(data, schema, tmp_path, capsys
     argv = ["serving-logs", "--logs", str(tmp_path / "nowhere"), "--train-stats", str(train_path)]
     assert main(argv) == 2
     assert "nowhere" in capsys.readouterr().err
+    argv = ["serving-logs", "--logs", str(empty), "--train-stats", str(train_path)]
+    assert main(argv) == 2
+    assert "holds no request logs" in capsys.readouterr().err
 
 
 def test_cli_serving_logs(data, tmp_path, capsys):
@@ -157,11 +170,62 @@ def test_cli_serving_logs(data, tmp_path, capsys):
     report, html, stats = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "s.pb"
     argv = [*base, "--logs", str(log_dirs["fare_x1.5"]), "--report", str(report)]
     argv += ["--html", str(html), "--output-stats", str(stats)]
-    assert main(argv) == 1
-    out = capsys.readouterr().out
+    assert main(argv) == EXIT_BLOCKING_ANOMALIES
+    out, err = capsys.readouterr()
     assert "checked 1000 logged requests" in out and f"fare [{JSD}, skew]" in out
+    assert f"1 blocking anomalies (SERVING):\n  fare [skew] {JSD}: " in err
     manifest = json.loads(report.read_text())
     assert manifest["blocking"] == 1 and manifest["anomalies"][0]["feature"] == "fare"
     page = html.read_text()
     assert "train vs serving" in page and JSD in page
     assert stats.is_file()
+
+
+def _validate_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "pipeline.validate", *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_exit_statuses_tell_a_verdict_from_a_crash(data, tmp_path):
+    """The statuses the DAG's skew-check task acts on, from a real ``python -m`` process: only a
+    crash may exit 1 (retried), and argparse's usage errors must not read as 2 (no logs: skip)."""
+    assert (EXIT_CRASH, EXIT_NO_REQUEST_LOGS, EXIT_BLOCKING_ANOMALIES, EXIT_USAGE) == (1, 2, 3, 64)
+    train_path, _, log_dirs = data
+    base = ["serving-logs", "--train-stats", str(train_path)]
+
+    clean = _validate_process(*base, "--logs", str(log_dirs["clean"]))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    assert "blocking" not in clean.stderr
+
+    skewed = _validate_process(*base, "--logs", str(log_dirs["fare_x1.5"]))
+    assert skewed.returncode == EXIT_BLOCKING_ANOMALIES, skewed.stderr[-3000:]
+    assert f"fare [skew] {JSD}: " in skewed.stderr
+
+    no_logs = _validate_process(*base, "--logs", str(tmp_path / "nowhere"))
+    assert no_logs.returncode == EXIT_NO_REQUEST_LOGS, no_logs.stderr[-3000:]
+
+    missing_stats = ["--train-stats", str(tmp_path / "missing.pb")]
+    crash = _validate_process("serving-logs", "--logs", str(log_dirs["clean"]), *missing_stats)
+    assert crash.returncode == EXIT_CRASH and "Traceback" in crash.stderr, crash.stderr[-3000:]
+
+    usage = _validate_process("serving-logs", "--logs", str(log_dirs["clean"]))
+    assert usage.returncode == EXIT_USAGE
+    assert "the following arguments are required: --train-stats" in usage.stderr
+
+
+def test_usage_errors_and_help_show_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serving-logs", "--logs", "x", "--train-stats", "y", "--severity-config"])
+    assert exited.value.code == EXIT_USAGE
+    with pytest.raises(SystemExit) as exited:
+        main(["serving-logs", "--help"])
+    assert exited.value.code == 0
+    assert EXIT_STATUS_HELP in capsys.readouterr().out
+    for line in ("2   serving-logs: no request logs", "3   serving-logs: blocking anomalies"):
+        assert line in EXIT_STATUS_HELP and line in cli.__doc__

@@ -10,23 +10,36 @@
            [--report out.json] [--html out.html] [--severity-config severity.json]
 
 Arguments ``stats``/``infer``/``serving-logs`` do not recognize are passed to Beam (e.g.
-``--runner``). ``check`` and ``serving-logs`` exit with status 1 when a blocking anomaly is found
-(``serving-logs`` with 2 when there are no logs to check); ``infer`` never fails on a difference,
-it only shows it.
+``--runner``). ``infer`` never fails on a difference, it only shows it.
+
+Exit status: an orchestrator must tell a verdict on the data (retrying cannot change it) from a
+crash (worth retrying), so each outcome has its own code:
+
+    0   success: no blocking anomaly
+    1   crash: an uncaught exception (Python's default status), worth retrying
+    2   serving-logs: no request logs to check (the directory is absent or holds none)
+    3   check, serving-logs: blocking anomalies found; the list is printed to stderr
+    64  usage error: a bad command line (EX_USAGE; argparse's own 2 would read as "no logs")
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import tensorflow_data_validation as tfdv
 
+from pipeline import storage
 from pipeline.serving.request_log import FILE_PATTERN
-from pipeline.validation.anomalies import DEFAULT_SEVERITY, SeverityConfig, validate_statistics
+from pipeline.validation.anomalies import (
+    DEFAULT_SEVERITY,
+    SeverityConfig,
+    ValidationReport,
+    validate_statistics,
+)
 from pipeline.validation.report import write_html
 from pipeline.validation.schema import (
     SCHEMAS_DIR,
@@ -35,33 +48,61 @@ from pipeline.validation.schema import (
     load_schema,
     schema_path,
 )
-from pipeline.validation.serving_logs import combine, serving_log_statistics, serving_reports
+from pipeline.validation.serving_logs import (
+    combine,
+    log_file_pattern,
+    serving_log_statistics,
+    serving_reports,
+)
 from pipeline.validation.splits import SERVING, TRAIN, validate_splits
 from pipeline.validation.stats import compute_statistics, load_statistics
 
-EXIT_BLOCKING = 1
-EXIT_NO_INPUT = 2
+# See "Exit status" in the module docstring; the DAG's skew-check task mirrors these numbers.
+EXIT_CRASH = 1  # what Python exits with on an uncaught exception; named for the docs and tests
+EXIT_NO_REQUEST_LOGS = 2
+EXIT_BLOCKING_ANOMALIES = 3
+EXIT_USAGE = 64  # sysexits.h EX_USAGE
+
+EXIT_STATUS_HELP = """exit status:
+  0   no blocking anomaly
+  1   crash (uncaught exception): worth retrying
+  2   serving-logs: no request logs to check
+  3   check, serving-logs: blocking anomalies found (listed on stderr): retrying will not help
+  64  usage error (bad command line)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which would read as "no request logs": exit 64."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m pipeline.validate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True)  # sub-parsers are _Parser
 
     stats = commands.add_parser("stats", help="compute TFDV statistics of Parquet split files")
     stats.add_argument("--input", required=True, help="file pattern, e.g. 'dir/part-*.parquet'")
-    stats.add_argument("--output", required=True, type=Path, help="binary statistics proto")
+    stats.add_argument("--output", required=True, help="binary statistics proto (path or gs://)")
 
-    check = commands.add_parser("check", help="validate statistics against the schema")
-    check.add_argument("--stats", required=True, type=Path)
+    check = commands.add_parser(
+        "check",
+        help="validate statistics against the schema",
+        epilog="exit status: 0 no blocking anomaly, 1 a crash, 3 blocking anomalies (listed on "
+        "stderr), 64 usage error",
+    )
+    check.add_argument("--stats", required=True)
     check.add_argument("--environment", required=True, choices=("TRAINING", "SERVING"))
-    check.add_argument("--previous-stats", type=Path, help="drift baseline")
-    check.add_argument("--serving-stats", type=Path, help="skew: serving statistics")
+    check.add_argument("--previous-stats", help="drift baseline")
+    check.add_argument("--serving-stats", help="skew: serving statistics")
     check.add_argument("--severity-config", type=Path, help="JSON severity rules")
-    check.add_argument("--report", type=Path, help="write the report as JSON here")
+    check.add_argument("--report", help="write the report as JSON here")
     _add_schema_args(check)
 
     infer = commands.add_parser("infer", help="show how re-inferring the schema would change it")
@@ -79,30 +120,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SPLIT=FILE",
         help="statistics of one split; repeat (train, eval, serving, ...)",
     )
-    report.add_argument("--output", required=True, type=Path)
+    report.add_argument("--output", required=True)
     report.add_argument("--title", default="Validation report")
     report.add_argument("--severity-config", type=Path, help="JSON severity rules")
     _add_schema_args(report)
 
     logs = commands.add_parser(
-        "serving-logs", help="validate served request logs (SERVING) and train/serving skew"
+        "serving-logs",
+        help="validate served request logs (SERVING) and train/serving skew",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    logs.add_argument("--logs", required=True, type=Path, help=f"directory of {FILE_PATTERN}")
-    logs.add_argument("--train-stats", required=True, type=Path, help="training statistics")
-    logs.add_argument("--output-stats", type=Path, help="keep the serving statistics here")
-    logs.add_argument("--report", type=Path, help="write the report as JSON here")
-    logs.add_argument("--html", type=Path, help="write the HTML report here")
+    logs.add_argument("--logs", required=True, help=f"directory of {FILE_PATTERN} (or gs://)")
+    logs.add_argument("--train-stats", required=True, help="training statistics")
+    logs.add_argument("--output-stats", help="keep the serving statistics here")
+    logs.add_argument("--report", help="write the report as JSON here")
+    logs.add_argument("--html", help="write the HTML report here")
     logs.add_argument("--title", default="Serving log validation")
     logs.add_argument("--severity-config", type=Path, help="JSON severity rules")
     _add_schema_args(logs)
     return parser
 
 
-def _named_path(text: str) -> tuple[str, Path]:
+def _named_path(text: str) -> tuple[str, str]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected SPLIT=FILE, got {text!r}")
-    return name, Path(path)
+    return name, path
 
 
 def _severity(path: Path | None) -> SeverityConfig:
@@ -131,9 +175,9 @@ def _run_check(args: argparse.Namespace) -> int:
         severity=severity,
     )
     if args.report:
-        args.report.write_text(json.dumps(report.to_manifest(), indent=2) + "\n")
+        storage.write_json_atomic(args.report, report.to_manifest())
     print(report.describe())
-    return 0 if report.passed else EXIT_BLOCKING
+    return _verdict(report, EXIT_BLOCKING_ANOMALIES)
 
 
 def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -170,20 +214,33 @@ def _run_serving_logs(args: argparse.Namespace, beam_args: list[str]) -> int:
     schema = load_schema(args.dataset, args.schemas_dir)
     train_stats = load_statistics(args.train_stats)
     try:
-        serving_stats = serving_log_statistics(args.logs, args.output_stats, beam_args)
+        log_file_pattern(args.logs)  # only this FileNotFoundError means "no logs", not Beam's
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_NO_INPUT
+        return EXIT_NO_REQUEST_LOGS
+    serving_stats = serving_log_statistics(args.logs, args.output_stats, beam_args)
     reports = serving_reports(train_stats, serving_stats, schema, _severity(args.severity_config))
     report = combine(reports, "SERVING")
     if args.report:
-        args.report.write_text(json.dumps(report.to_manifest(), indent=2) + "\n")
+        storage.write_json_atomic(args.report, report.to_manifest())
     if args.html:
         write_html(args.html, {TRAIN: train_stats, SERVING: serving_stats}, reports, args.title)
     rows = serving_stats.datasets[0].num_examples if serving_stats.datasets else 0
     print(f"checked {rows} logged requests in {args.logs}")
     print(report.describe())
-    return 0 if report.passed else EXIT_BLOCKING
+    return _verdict(report, EXIT_BLOCKING_ANOMALIES)
+
+
+def _verdict(report: ValidationReport, blocking_status: int) -> int:
+    """0 if ``report`` passed; else list its blocking anomalies on stderr, where a task log that
+    only keeps the tail of the output, or a caller that only reads errors, still finds them."""
+    if report.passed:
+        return 0
+    print(f"{len(report.blocking)} blocking anomalies ({report.environment}):", file=sys.stderr)
+    for anomaly in report.blocking:
+        line = f"  {anomaly.feature} [{anomaly.check.value}] {anomaly.kind}: {anomaly.description}"
+        print(line, file=sys.stderr)
+    return blocking_status
 
 
 def main(argv: list[str] | None = None) -> int:

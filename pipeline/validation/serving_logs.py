@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from pipeline import storage
 from pipeline.serving.request_log import FILE_PATTERN
 from pipeline.validation.anomalies import DEFAULT_SEVERITY, SeverityConfig, ValidationReport
 from pipeline.validation.splits import SERVING, SKEW, TRAIN, validate_splits
@@ -23,19 +24,20 @@ Stats = statistics_pb2.DatasetFeatureStatisticsList
 
 
 def log_file_pattern(log_dir: Path | str) -> str:
-    """Glob of the complete request log files in ``log_dir``; a clear error if there are none."""
-    log_dir = Path(log_dir)
-    if not log_dir.is_dir():
+    """Glob of the complete request log files in ``log_dir`` (a path or gs:// URI); a clear
+    error if there are none."""
+    if not storage.isdir(log_dir):
         raise FileNotFoundError(f"serving log directory {str(log_dir)!r} does not exist")
-    if not any(log_dir.glob(FILE_PATTERN)):
+    pattern = storage.join(log_dir, FILE_PATTERN)
+    if not storage.glob(pattern):
         raise FileNotFoundError(
             f"serving log directory {str(log_dir)!r} holds no request logs ({FILE_PATTERN})"
         )
-    return str(log_dir / FILE_PATTERN)
+    return pattern
 
 
 def serving_log_statistics(
-    log_dir: Path | str, output_path: Path | None = None, beam_args: list[str] | None = None
+    log_dir: Path | str, output_path: Path | str | None = None, beam_args: list[str] | None = None
 ) -> Stats:
     """TFDV statistics of the request logs in ``log_dir`` (kept at ``output_path`` if given)."""
     pattern = log_file_pattern(log_dir)
