@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -28,11 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import write_json_atomic
+from pipeline import storage
 from pipeline.datasets import get_dataset
 from pipeline.stages import STAGES, RunContext, StageFailed
 
 MANIFEST = "manifest.json"
+# Exit statuses: 0 done; EXIT_VERDICT when the run stopped on its own verdict (a blocking anomaly,
+# no training rows, a parity gap, a missing input or a bad command line: a retry would end the
+# same way); 1 for anything else (a crash, a lost worker: worth a retry).
+EXIT_VERDICT = 3
 LATEST_LINK = "LATEST"
 log = logging.getLogger("pipeline.run")
 
@@ -40,13 +45,13 @@ log = logging.getLogger("pipeline.run")
 class RunRecorder:
     """Keeps the run manifest and writes it after every stage, so a crash still leaves a record."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any]):
+    def __init__(self, run_dir: str, manifest: dict[str, Any]):
         self.run_dir = run_dir
         self.manifest: dict[str, Any] = {**manifest, "status": "running"}
         self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.run_dir / MANIFEST, self.manifest)
+        storage.write_json_atomic(storage.join(self.run_dir, MANIFEST), self.manifest)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
@@ -101,12 +106,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--db", type=Path, help="warehouse DuckDB file (default: the taxi sample in --data-dir)"
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument(
+        "--runs-dir", default="runs", help="parent of the run directories: a path or gs:// URI"
+    )
     parser.add_argument("--run-id", help="default: UTC time of the start")
     parser.add_argument(
         "--stages",
         help="comma-separated stages to run in an existing or new run directory (default: all, "
         f"in a new one): {','.join(STAGES)}",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start this run id afresh: delete whatever an earlier attempt left in its directory "
+        "(a scheduler's retry or rerun of an interval)",
     )
     parser.add_argument("--model-name", default="taxi")
     parser.add_argument("--train-steps", type=int, default=1000)
@@ -114,8 +127,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--predict-rows", type=int, default=3)
     parser.add_argument(
         "--push-base",
-        type=Path,
-        help="model base that blessed exports are pushed to (default: models/<model-name>)",
+        help="model base (path or gs:// URI) that blessed exports are pushed to "
+        "(default: models/<model-name>)",
     )
     parser.add_argument("--auc-floor", type=float, default=0.6, help="bless only above this AUC")
     parser.add_argument(
@@ -126,7 +139,40 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     parser.add_argument("--start", help="first day of the data interval (YYYY-MM-DD), inclusive")
     parser.add_argument("--end", help="end of the data interval (YYYY-MM-DD), exclusive")
+    warehouse = parser.add_argument_group(
+        "warehouse", "where the warehouse SQL runs: the embedded DuckDB file or BigQuery"
+    )
+    warehouse.add_argument("--warehouse-engine", choices=("duckdb", "bigquery"), default="duckdb")
+    warehouse.add_argument("--table", help="source dataset.table (default: the definition's)")
+    warehouse.add_argument("--bq-project", help="bigquery: project that runs the jobs")
+    warehouse.add_argument("--bq-dataset", help="bigquery: dataset receiving the split tables")
+    warehouse.add_argument("--bq-location", default="US", help="bigquery: job location")
+    warehouse.add_argument(
+        "--bq-label", action="append", default=[], metavar="KEY=VALUE", help="bigquery job label"
+    )
     return parser.parse_known_args(argv)
+
+
+def bigquery_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """BigQueryOptions fields for ``--warehouse-engine bigquery`` (None for DuckDB).
+
+    The split tables are named after the run (``split_<run id>_train``, ...), so daily runs
+    never overwrite each other's tables; a rerun of the same interval replaces its own.
+    """
+    if args.warehouse_engine != "bigquery":
+        return None
+    if not (args.bq_project and args.bq_dataset):
+        raise StageFailed("--warehouse-engine bigquery needs --bq-project and --bq-dataset")
+    labels = dict(label.split("=", 1) for label in args.bq_label if "=" in label)
+    labels.setdefault("pipeline", args.dataset)
+    labels.setdefault("run", re.sub(r"[^a-z0-9_-]", "_", args.run_id.lower())[:63])
+    return {
+        "project": args.bq_project,
+        "destination_dataset": args.bq_dataset,
+        "location": args.bq_location,
+        "destination_prefix": "split_" + re.sub(r"\W", "_", args.run_id),
+        "labels": tuple(sorted(labels.items())),
+    }
 
 
 def _selected_stages(spec: str | None) -> list[str]:
@@ -141,13 +187,15 @@ def _selected_stages(spec: str | None) -> list[str]:
 
 def _open_recorder(args: argparse.Namespace, beam_args: list[str], partial: bool) -> RunRecorder:
     """A new run directory, or (for ``--stages``) the existing one's manifest to continue."""
-    run_dir = args.runs_dir / args.run_id
-    manifest_path = run_dir / MANIFEST
-    if manifest_path.exists() and not partial:
+    run_dir = storage.join(args.runs_dir, args.run_id)
+    manifest_path = storage.join(run_dir, MANIFEST)
+    if args.restart and storage.exists(run_dir):
+        _discard_run_dir(run_dir)
+    if storage.isfile(manifest_path) and not partial:
         raise StageFailed(f"run directory {run_dir} already holds a run; pick another --run-id")
-    if manifest_path.exists():
-        return RunRecorder(run_dir, json.loads(manifest_path.read_text()))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if storage.isfile(manifest_path):
+        return RunRecorder(run_dir, json.loads(storage.read_text(manifest_path)))
+    storage.makedirs(run_dir)
     return RunRecorder(
         run_dir,
         {
@@ -163,10 +211,24 @@ def _open_recorder(args: argparse.Namespace, beam_args: list[str], partial: bool
     )
 
 
+def _discard_run_dir(run_dir: str) -> None:
+    """Remove an earlier attempt's run directory (locally: renamed away first, then deleted)."""
+    log.info("restart: removing the earlier attempt in %s", run_dir)
+    if storage.is_remote(run_dir):
+        storage.rmtree(run_dir)
+        return
+    aside = storage.join(
+        storage.parent(run_dir), f".{storage.basename(run_dir)}.replaced-{os.getpid()}"
+    )
+    os.rename(run_dir, aside)
+    storage.rmtree(aside)
+
+
 def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     """Run the selected stages; return the manifest. Raises when a stage stops the run."""
     selected = _selected_stages(args.stages)
     args.run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    bigquery = bigquery_options(args)  # bad flags fail before anything is written
     recorder = _open_recorder(args, beam_args, partial=bool(args.stages))
     manifest = recorder.manifest
     ctx = RunContext(
@@ -185,6 +247,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         push_base=args.push_base,
         auc_floor=args.auc_floor,
         auc_tolerance=args.auc_tolerance,
+        warehouse_engine=args.warehouse_engine,
+        bigquery=bigquery,
+        source_table=args.table,
     )
     manifest.pop("error", None)
     manifest.pop("traceback", None)
@@ -207,8 +272,15 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     return manifest
 
 
-def _point_latest(runs_dir: Path, run_id: str) -> None:
-    """Atomically repoint ``runs/LATEST`` at the newest succeeded run."""
+def _point_latest(runs_dir: str, run_id: str) -> None:
+    """Atomically repoint ``runs/LATEST`` at the newest succeeded run.
+
+    Locally a symlink; in an object store a small object holding the run id.
+    """
+    if storage.is_remote(runs_dir):
+        storage.write_text_atomic(storage.join(runs_dir, LATEST_LINK), run_id + "\n")
+        return
+    runs_dir = Path(runs_dir)
     tmp = runs_dir / f".{LATEST_LINK}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -276,6 +348,13 @@ def _metric_lines(metrics: dict[str, Any], split: str) -> list[str]:
     return lines
 
 
+def is_verdict(error: BaseException) -> bool:
+    """True when the run stopped on purpose (see :data:`EXIT_VERDICT`), not by a crash."""
+    from pipeline.validation.anomalies import ValidationFailed
+
+    return isinstance(error, StageFailed | ValidationFailed)
+
+
 def _quiet_logs() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("apache_beam", "absl", "tensorflow", "tensorflow_transform", "root"):
@@ -288,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = run(args, beam_args)
     except Exception as error:  # the summary and manifest carry the details
-        manifest_path = args.runs_dir / (args.run_id or "") / MANIFEST
+        manifest_path = storage.join(args.runs_dir, args.run_id or "", MANIFEST)
         print(f"\nRUN FAILED: {type(error).__name__}: {error}", file=sys.stderr)
-        if manifest_path.is_file():
-            print(summary(json.loads(manifest_path.read_text())), file=sys.stderr)
-        return 1
+        with contextlib.suppress(Exception):  # a crash may have left no readable manifest
+            if storage.isfile(manifest_path):
+                print(summary(json.loads(storage.read_text(manifest_path))), file=sys.stderr)
+        return EXIT_VERDICT if is_verdict(error) else 1
     print()
     print(summary(manifest))
     return 0

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import sha256_file, tree_digest
+from pipeline import storage
 from pipeline.dataset import DatasetDefinition
 
 SPLITS_DIR = "splits"
@@ -35,7 +35,7 @@ class RunContext:
     """What a stage needs: the dataset, the run's arguments and directory, and the manifest."""
 
     dataset: DatasetDefinition
-    run_dir: Path
+    run_dir: str  # a local path or a gs:// URI
     manifest: dict[str, Any]
     beam_args: list[str]
     data_dir: Path = Path("data")
@@ -47,30 +47,35 @@ class RunContext:
     start: str | None = None
     end: str | None = None
     # Where blessed models are published for serving (TF Serving layout); None: models/<name>.
-    push_base: Path | None = None
+    push_base: str | None = None
+    # The warehouse split's engine: "duckdb" (the embedded file) or "bigquery", whose
+    # BigQueryOptions fields (project, destination_dataset, location, ...) are in ``bigquery``.
+    warehouse_engine: str = "duckdb"
+    bigquery: dict[str, Any] | None = None
+    source_table: str | None = None
     auc_floor: float = 0.6
     auc_tolerance: float = 0.01
 
     # ---- where earlier stages put things ------------------------------------------------------
 
-    def split_dirs(self) -> dict[str, Path]:
-        root = self.run_dir / SPLITS_DIR
-        splits = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+    def split_dirs(self) -> dict[str, str]:
+        root = storage.join(self.run_dir, SPLITS_DIR)
+        splits = {name: storage.join(root, name) for name in storage.subdirs(root)}
         if "train" not in splits:
             raise StageFailed(f"no train split under {root}: run the warehouse stage first")
         return splits
 
     @property
-    def transform_dir(self) -> Path:
-        return self.run_dir / TRANSFORM_DIR
+    def transform_dir(self) -> str:
+        return storage.join(self.run_dir, TRANSFORM_DIR)
 
     @property
-    def model_dir(self) -> Path:
-        return self.run_dir / MODEL_DIR
+    def model_dir(self) -> str:
+        return storage.join(self.run_dir, MODEL_DIR)
 
     @property
-    def model_base(self) -> Path:
-        return self.run_dir / SERVING_DIR / self.model_name
+    def model_base(self) -> str:
+        return storage.join(self.run_dir, SERVING_DIR, self.model_name)
 
     def stage_record(self, name: str) -> dict[str, Any]:
         record = self.manifest["stages"].get(name)
@@ -78,8 +83,8 @@ class RunContext:
             raise StageFailed(f"stage {name!r} has not succeeded in {self.run_dir}")
         return record
 
-    def export_dir(self) -> Path:
-        return Path(self.stage_record("export")["export_dir"])
+    def export_dir(self) -> str:
+        return self.stage_record("export")["export_dir"]
 
     def example_patterns(self) -> dict[str, str]:
         return dict(self.stage_record("transform")["examples"])
@@ -89,20 +94,34 @@ class RunContext:
 
 
 def stage_data(ctx: RunContext, record: dict) -> None:
-    """Make sure the embedded warehouse exists (downloads and loads the taxi sample once)."""
+    """Make sure the embedded warehouse exists (downloads and loads the taxi sample once).
+
+    With the BigQuery engine the source table lives in BigQuery: nothing to prepare here.
+    """
     from pipeline import data
 
+    table = ctx.source_table or ctx.dataset.table
+    if ctx.warehouse_engine == "bigquery":
+        record.update(engine="bigquery", table=table)
+        return
     db_path = ctx.db or data.ensure_taxi_warehouse(ctx.data_dir)
-    record.update(warehouse_file=str(db_path), table=ctx.dataset.table)
+    record.update(engine="duckdb", warehouse_file=str(db_path), table=table)
 
 
 def stage_warehouse(ctx: RunContext, record: dict) -> None:
-    """BigQuery SQL on the embedded engine: filter, sample and split into Parquet."""
+    """The warehouse's BigQuery SQL (on BigQuery or the embedded DuckDB): split into Parquet."""
     from pipeline import warehouse
 
-    db_path = Path(ctx.stage_record("data")["warehouse_file"])
-    config = warehouse.default_split_config(ctx.dataset, start=ctx.start, end=ctx.end)
-    split = warehouse.run_split(config, ctx.run_dir / SPLITS_DIR, db_path=db_path, overwrite=True)
+    data_record = ctx.stage_record("data")
+    splits_dir = storage.join(ctx.run_dir, SPLITS_DIR)
+    options: dict[str, Any] = {"table": ctx.source_table}
+    if ctx.warehouse_engine == "bigquery":
+        bigquery = warehouse.BigQueryOptions(**(ctx.bigquery or {}), export_uri=splits_dir)
+        options.update(engine="bigquery", bigquery=bigquery)
+    else:
+        options.update(warehouse=Path(data_record["warehouse_file"]))
+    config = warehouse.default_split_config(ctx.dataset, start=ctx.start, end=ctx.end, **options)
+    split = warehouse.run_split(config, splits_dir, overwrite=True)
     record.update(split.to_manifest())
     ctx.manifest["rows_per_split"] = split.row_counts
     if not split.row_counts.get("train"):
@@ -114,21 +133,24 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
     from pipeline import validate
     from pipeline.validation.report import write_html
 
-    stats_dir = ctx.run_dir / STATISTICS_DIR
+    stats_dir = storage.join(ctx.run_dir, STATISTICS_DIR)
     schema = validate.load_schema(ctx.dataset.name)
     stats = {
         name: validate.compute_statistics(
-            f"{path}/*.parquet", stats_dir / f"{name}.pb", ctx.beam_args
+            f"{path}/*.parquet", storage.join(stats_dir, f"{name}.pb"), ctx.beam_args
         )
         for name, path in ctx.split_dirs().items()
     }
     reports = validate.validate_splits(stats, schema)
     html = write_html(
-        stats_dir / "report.html", stats, reports, title=f"Validation: {ctx.run_dir.name}"
+        storage.join(stats_dir, "report.html"),
+        stats,
+        reports,
+        title=f"Validation: {storage.basename(ctx.run_dir)}",
     )
     record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
     record["report_html"] = str(html)
-    ctx.manifest["schema_sha256"] = sha256_file(validate.schema_path(ctx.dataset.name))
+    ctx.manifest["schema_sha256"] = storage.sha256(validate.schema_path(ctx.dataset.name))
     ctx.manifest["anomalies"] = [
         {"split": name, **anomaly}
         for name, report in record["reports"].items()
@@ -144,7 +166,9 @@ def stage_transform(ctx: RunContext, record: dict) -> None:
 
     result = run_transform(ctx.dataset, ctx.split_dirs(), ctx.transform_dir, ctx.beam_args)
     record.update(result.to_manifest())
-    record["transform_fn_sha256"] = tree_digest(result.output_dir / "transform_fn")
+    record["transform_fn_sha256"] = storage.tree_digest(
+        storage.join(result.output_dir, "transform_fn")
+    )
 
 
 def stage_train(ctx: RunContext, record: dict) -> None:
@@ -168,7 +192,7 @@ def stage_export(ctx: RunContext, record: dict) -> None:
 
     result = export_serving_model(ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base)
     record.update(result.to_manifest())
-    record["sha256"] = tree_digest(result.export_dir)
+    record["sha256"] = storage.tree_digest(result.export_dir)
 
 
 def stage_parity(ctx: RunContext, record: dict) -> None:
@@ -217,7 +241,7 @@ def stage_push(ctx: RunContext, record: dict) -> None:
     from pipeline.push import push
 
     eval_auc = float(ctx.manifest["metrics"]["eval"]["auc"])
-    base = ctx.push_base or Path("models") / ctx.model_name
+    base = ctx.push_base or storage.join("models", ctx.model_name)
     decision = push(ctx.export_dir(), base, eval_auc, ctx.auc_floor, ctx.auc_tolerance)
     record.update(decision.to_json())
     ctx.manifest["pushed"] = decision.blessed

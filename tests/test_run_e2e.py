@@ -10,7 +10,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipeline import storage
 from pipeline.data import ensure_taxi_warehouse
+from pipeline.run import EXIT_VERDICT
+from pipeline.validation.stats import load_statistics
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -28,7 +31,8 @@ STAGES = [
 ]
 
 
-def _run(runs_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run(runs_dir: Path | str, *extra: str) -> subprocess.CompletedProcess:
+    push_base = storage.join(storage.parent(runs_dir), "models", "taxi")
     return subprocess.run(
         [
             PYTHON,
@@ -43,7 +47,7 @@ def _run(runs_dir: Path, *extra: str) -> subprocess.CompletedProcess:
             "--train-steps",
             "200",
             "--push-base",
-            str(runs_dir.parent / "models" / "taxi"),
+            push_base,
             *extra,
         ],
         capture_output=True,
@@ -117,7 +121,7 @@ def test_a_blessed_model_is_pushed_in_the_serving_layout(taxi_run):
 def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):
     runs_dir, _, _ = taxi_run
     completed = _run(runs_dir, "--run-id", "first")
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_VERDICT
     assert "already holds a run" in completed.stderr
 
 
@@ -129,7 +133,7 @@ def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
         con.execute("UPDATE chicago_taxi_trips.taxi_trips SET fare = fare * 100")
     runs_dir = tmp_path / "runs"
     completed = _run(runs_dir, "--run-id", "cents", "--db", str(db))
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_VERDICT
     manifest = json.loads((runs_dir / "cents" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert manifest["stages"]["validation"]["status"] == "failed"
@@ -160,7 +164,35 @@ def test_stages_run_one_at_a_time_in_the_same_run_directory(tmp_path):
 def test_a_stage_without_its_inputs_fails_clearly(tmp_path):
     runs_dir = tmp_path / "runs"
     completed = _run(runs_dir, "--run-id", "empty", "--stages", "transform")
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_VERDICT
     assert "run the warehouse stage first" in completed.stderr
     unknown = _run(runs_dir, "--run-id", "empty", "--stages", "tranform")
-    assert unknown.returncode == 1 and "unknown stage" in unknown.stderr
+    assert unknown.returncode == EXIT_VERDICT and "unknown stage" in unknown.stderr
+
+
+def test_a_crash_exits_1_so_that_a_scheduler_retries_it(tmp_path):
+    """Not a verdict on the data: here the runs dir cannot be created (a file is in the way)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    completed = _run(blocker / "runs", "--run-id", "x", "--stages", "data")
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "RUN FAILED" in completed.stderr
+
+
+def test_a_run_directory_on_gcs(gcs_bucket):
+    """Splits, TFDV statistics (Beam reading and writing gs://), report and manifest on GCS."""
+    runs = f"{gcs_bucket}/runs"
+    completed = _run(runs, "--run-id", "r1", "--stages", "data,warehouse,validation")
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    run_dir = f"{runs}/r1"
+    manifest = json.loads(storage.read_text(f"{run_dir}/manifest.json"))
+    assert manifest["status"] == "in_progress"  # the later stages have not run yet
+    assert [s["status"] for s in manifest["stages"].values()] == ["succeeded"] * 3
+    assert storage.listdir(run_dir) == ["manifest.json", "splits", "statistics"]  # no staging
+    assert storage.subdirs(f"{run_dir}/splits") == ["eval", "test", "train"]
+    rows = manifest["rows_per_split"]
+    for split in ("train", "eval", "test"):
+        stats = load_statistics(f"{run_dir}/statistics/{split}.pb")
+        assert stats.datasets[0].num_examples == rows[split] > 0
+    assert storage.read_text(f"{run_dir}/statistics/report.html").startswith("<!DOCTYPE html>")
+    assert manifest["stages"]["validation"]["report_html"] == f"{run_dir}/statistics/report.html"

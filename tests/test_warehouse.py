@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 
-from pipeline import sample
+from pipeline import sample, storage
 from pipeline.data import build_synthetic_warehouse, ensure_taxi_warehouse
 from pipeline.datasets.taxi import TAXI
 from pipeline.warehouse import SPLIT_NAMES, BigQueryOptions, SplitConfig, run_split
@@ -173,15 +173,14 @@ def test_split_is_a_pure_function_of_key_and_salt(taxi_default):
             assert reference_split(key, salt, (0.8, 0.1, 0.1)) == split
 
 
-def test_same_sql_source_for_both_engines(taxi_db, tmp_path):
+def test_same_sql_source_for_both_engines(taxi_db, tmp_path, gcs_bucket):
     config = SplitConfig(warehouse=taxi_db, stratify_by="big_tipper", oversample_target=0.5)
     bigquery_config = dataclasses.replace(
         config, engine="bigquery", bigquery=BigQueryOptions("my-proj", "work")
     )
     client = FakeBigQueryClient()
-    bq = run_split(
-        bigquery_config, "gs://bucket/run", engine=BigQueryEngine(bigquery_config.bigquery, client)
-    )
+    engine = BigQueryEngine(bigquery_config.bigquery, client)
+    bq = run_split(bigquery_config, f"{gcs_bucket}/run", engine=engine)
     local = run_split(config, tmp_path / "splits")
     project_free = bq.source_sql["split"].replace("`my-proj`.", "")
     assert project_free == local.source_sql["split"]
@@ -424,8 +423,9 @@ class FakeJob:
 class FakeBigQueryClient:
     """Records every job; answers the filter counts and per-split row totals."""
 
-    def __init__(self) -> None:
+    def __init__(self, split_rows: dict[str, int] | None = None) -> None:
         self.calls: list[dict] = []
+        self.split_rows = split_rows or {"train": 76, "eval": 9, "test": 9}
 
     def query(self, sql, job_config=None, location=None, job_id_prefix=None):
         self.calls.append(
@@ -437,12 +437,12 @@ class FakeBigQueryClient:
             names = list(sqlglot.parse_one(sql, read="bigquery").named_selects)
             rows.append(FakeRow({n: 100 if n == "input_rows" else 1 for n in names}))
         elif "split" in params:  # 100 rows in, 6 filters removing one each: 94 kept
-            rows.total_rows = {"train": 76, "eval": 9, "test": 9}[params["split"]]
+            rows.total_rows = self.split_rows[params["split"]]
         return FakeJob(rows, total_bytes=1_000_000)
 
 
 @pytest.fixture
-def bigquery_run():
+def bigquery_run(gcs_bucket):
     options = BigQueryOptions(
         project="my-proj", destination_dataset="work", location="EU", labels=(("run", "r1"),)
     )
@@ -450,12 +450,17 @@ def bigquery_run():
         engine="bigquery", bigquery=options, start=datetime(2015, 1, 1), sample_fraction=0.5
     )
     client = FakeBigQueryClient()
-    result = run_split(config, "gs://my-bucket/runs/r1/", engine=BigQueryEngine(options, client))
-    return config, client, result
+    # An earlier attempt's export of this interval must not survive into this one's split dirs.
+    stale = f"{gcs_bucket}/runs/r1/train/part-stale.parquet"
+    storage.write_bytes_atomic(stale, b"from an earlier attempt")
+    output = f"{gcs_bucket}/runs/r1/"
+    result = run_split(config, output, engine=BigQueryEngine(options, client), overwrite=True)
+    assert not storage.exists(stale)
+    return config, client, result, gcs_bucket
 
 
 def test_bigquery_jobs_carry_parameters_location_and_labels(bigquery_run):
-    config, client, _ = bigquery_run
+    config, client, _, _ = bigquery_run
     counts, split = client.calls[0], client.calls[1]
     assert counts["sql"] == filter_counts_query(config).sql
     assert split["sql"] == split_query(config).sql
@@ -473,7 +478,7 @@ def test_bigquery_jobs_carry_parameters_location_and_labels(bigquery_run):
 
 
 def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
-    _, client, result = bigquery_run
+    _, client, result, bucket = bigquery_run
     assigned = client.calls[1]["config"]
     assert assigned.destination.table_id == "split_assigned"
     assert assigned.write_disposition == "WRITE_TRUNCATE"
@@ -483,12 +488,12 @@ def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
     assert destinations == ["split_assigned", "split_train", "split_eval", "split_test"]
     exports = [c["sql"] for c in client.calls if "EXPORT DATA" in c["sql"]]
     assert len(exports) == 3
-    assert "uri = 'gs://my-bucket/runs/r1/train/part-*.parquet'" in exports[0]
+    assert f"uri = '{bucket}/runs/r1/train/part-*.parquet'" in exports[0]
     assert "format = 'PARQUET'" in exports[0]
-    assert result.split_dirs["test"] == "gs://my-bucket/runs/r1/test"
+    assert result.split_dirs["test"] == f"{bucket}/runs/r1/test"
     assert result.split_rows == {"train": 76, "eval": 9, "test": 9}
     assert result.input_rows == 100 and result.removed_rows["sample"] == 1
-    assert result.output_dir == "gs://my-bucket/runs/r1"
+    assert result.output_dir == f"{bucket}/runs/r1"
 
 
 def test_bigquery_dry_run_reports_bytes():
@@ -527,3 +532,55 @@ def test_cli_rejects_injection(taxi_db, tmp_path, capsys):
     assert code == 2
     assert "stratify-by column" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_pipeline_run_splits_on_bigquery_into_a_gcs_run_dir(gcs_bucket, monkeypatch):
+    """``pipeline.run --warehouse-engine bigquery`` (the DAG's gcp warehouse task), to the wire."""
+    from pipeline import run as run_module
+    from pipeline.warehouse import stage as stage_module
+
+    # 100 rows in, five filters (no sampling here) removing one each: 95 in the splits.
+    client = FakeBigQueryClient({"train": 76, "eval": 10, "test": 9})
+    monkeypatch.setattr(
+        stage_module, "make_engine", lambda config: BigQueryEngine(config.bigquery, client)
+    )
+    runs = f"{gcs_bucket}/runs"
+    args, beam_args = run_module.parse_args(
+        ["--run-id", "20240305", "--stages", "data,warehouse", "--runs-dir", runs,
+         "--start", "2024-03-05", "--end", "2024-03-06", "--table", "raw.trips",
+         "--warehouse-engine", "bigquery", "--bq-project", "taxi-prod", "--bq-dataset", "work",
+         "--bq-location", "EU", "--bq-label", "team=ml"]
+    )  # fmt: skip
+    manifest = run_module.run(args, beam_args)
+
+    assert manifest["stages"]["data"] == {
+        "status": "succeeded", "engine": "bigquery", "table": "raw.trips",
+        "seconds": manifest["stages"]["data"]["seconds"],
+    }  # fmt: skip
+    warehouse = manifest["stages"]["warehouse"]
+    assert warehouse["engine"] == "bigquery"
+    assert warehouse["split_dirs"]["train"] == f"{runs}/20240305/splits/train"
+    assert manifest["rows_per_split"] == {"train": 76, "eval": 10, "test": 9}
+    assert "`taxi-prod`.`raw`.`trips`" in client.calls[1]["sql"]
+    for call in client.calls:
+        assert call["location"] == "EU"
+        assert call["config"].labels == {"pipeline": "taxi", "run": "20240305", "team": "ml"}
+    tables = [c["config"].destination.table_id for c in client.calls if c["config"].destination]
+    # Named after the run: daily runs never overwrite each other's tables.
+    assert tables == [f"split_20240305_{s}" for s in ("assigned", "train", "eval", "test")]
+    exports = [c["sql"] for c in client.calls if "EXPORT DATA" in c["sql"]]
+    assert f"uri = '{runs}/20240305/splits/train/part-*.parquet'" in exports[0]
+    stored = json.loads(storage.read_text(f"{runs}/20240305/manifest.json"))
+    assert stored["stages"]["warehouse"]["status"] == "succeeded"
+
+
+def test_pipeline_run_refuses_bigquery_without_project_and_dataset(tmp_path):
+    from pipeline import run as run_module
+    from pipeline.stages import StageFailed
+
+    args, beam_args = run_module.parse_args(
+        ["--runs-dir", str(tmp_path), "--run-id", "x", "--warehouse-engine", "bigquery"]
+    )
+    with pytest.raises(StageFailed, match="needs --bq-project and --bq-dataset"):
+        run_module.run(args, beam_args)
+    assert list(tmp_path.iterdir()) == []  # nothing written before the flags were checked

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from pipeline import storage
 from pipeline.warehouse.config import SPLIT_NAMES, SplitConfig
 from pipeline.warehouse.engine import Engine, SplitOutput, json_value
 from pipeline.warehouse.query import Query, filter_counts_query, split_query
@@ -99,15 +101,15 @@ def run_split(
         config = dataclasses.replace(config, warehouse=Path(db_path))
     engine = engine or make_engine(config)
     counts_query, split = filter_counts_query(config), split_query(config)
-    if engine.writes_locally:
-        output_dir = Path(output_dir)
-        if output_dir.exists() and not overwrite:
-            raise FileExistsError(f"{output_dir} exists (pass overwrite=True to replace it)")
+    output_dir = str(output_dir).rstrip("/")
+    if storage.exists(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} exists (pass overwrite=True to replace it)")
     counts, counts_sql = engine.filter_counts(counts_query)
     if engine.writes_locally:
-        output, staging = _write_staged(engine, config, split, Path(output_dir))
+        output, staging = _write_staged(engine, config, split, output_dir)
     else:
-        output, staging = engine.write_splits(split, str(output_dir), config.definition), None
+        storage.rmtree(output_dir)  # an earlier attempt's export must not mix with this one
+        output, staging = engine.write_splits(split, output_dir, config.definition), None
     queries = (counts_query, split)
     result = _result(config, engine, output_dir, output, counts, counts_sql, queries, started)
     if staging is None:
@@ -116,7 +118,7 @@ def run_split(
     try:
         _check_counts(config, result)
         _write_manifest(staging, result)
-        _publish(staging, Path(output_dir), overwrite)
+        _publish(staging, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -124,18 +126,26 @@ def run_split(
 
 
 def _write_staged(
-    engine: Engine, config: SplitConfig, query: Query, output_dir: Path
+    engine: Engine, config: SplitConfig, query: Query, output_dir: str
 ) -> tuple[SplitOutput, Path]:
-    """Run the split into a fresh staging dir beside ``output_dir``; final paths in the output."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.staging-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    """Run the split into a fresh local staging dir; final paths in the output.
+
+    The staging dir is beside ``output_dir`` (one rename publishes it) or, for a remote
+    ``output_dir``, a local temporary dir that :func:`_publish` uploads.
+    """
+    if storage.is_remote(output_dir):
+        staging = Path(tempfile.mkdtemp(prefix="warehouse-split-"))
+    else:
+        parent = Path(output_dir).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{Path(output_dir).name}.staging-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
     try:
         output = engine.write_splits(query, str(staging), config.definition)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    final_dirs = {split: str(output_dir / split) for split in output.split_dirs}
+    final_dirs = {split: storage.join(output_dir, split) for split in output.split_dirs}
     return dataclasses.replace(output, split_dirs=final_dirs), staging
 
 
@@ -185,14 +195,17 @@ def _write_manifest(staging: Path, result: SplitResult) -> None:
     (staging / MANIFEST_FILE).write_text(text)
 
 
-def _publish(staging: Path, output_dir: Path, overwrite: bool) -> None:
-    """Rename the staging dir to ``output_dir`` (replacing an old one only when asked)."""
-    previous = None
-    if output_dir.exists():
-        if not overwrite:
-            raise FileExistsError(f"{output_dir} appeared while the split was running")
-        previous = output_dir.with_name(f".{output_dir.name}.replaced-{uuid.uuid4().hex[:12]}")
-        output_dir.rename(previous)
-    staging.rename(output_dir)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+def _publish(staging: Path, output_dir: str, overwrite: bool) -> None:
+    """Publish the staging dir as ``output_dir`` (replacing an old one only when asked)."""
+    if storage.exists(output_dir) and not overwrite:
+        raise FileExistsError(f"{output_dir} appeared while the split was running")
+    if not storage.is_remote(output_dir):
+        storage.publish_dir(staging, output_dir)
+        return
+    remote_staging = storage.staging_dir(output_dir)
+    try:
+        storage.copytree(staging, remote_staging)
+        storage.publish_dir(remote_staging, output_dir)
+    finally:
+        storage.rmtree(remote_staging)
+        shutil.rmtree(staging, ignore_errors=True)
