@@ -68,10 +68,9 @@ def test_staged_directory_publishes_only_a_complete_directory(root):
 def test_a_failed_stage_leaves_the_old_artifact_and_no_staging(root):
     final = storage.join(root, "artifact")
     write_tree(final, {"old.txt": b"old"})
-    with pytest.raises(RuntimeError, match="boom"):
-        with storage.staged_directory(final) as staging:
-            write_tree(staging, TREE)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), storage.staged_directory(final) as staging:
+        write_tree(staging, TREE)
+        raise RuntimeError("boom")
     assert storage.files_below(final) == ["old.txt"]
     assert storage.listdir(root) == ["artifact"]
 
