@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 
 import taxi_tasks
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
 # (task id, pipeline stages it runs, execution timeout)
@@ -52,7 +51,6 @@ with DAG(
             task_id=task_id,
             stages=stages,
             bash_command=f"{{{{ taxi_stage_command({','.join(stages)!r}) }}}}",
-            manifest="{{ taxi_manifest() }}",
             cwd="{{ taxi_setting('repo_root') }}",
             env=taxi_tasks.TASK_ENV,
             append_env=True,
@@ -60,7 +58,7 @@ with DAG(
         )
         for task_id, stages, timeout in STAGE_TASKS
     ]
-    skew_check = BashOperator(
+    skew_check = taxi_tasks.SkewCheckOperator(
         task_id="serving_log_skew_check",
         bash_command="{{ taxi_skew_check_command() }}",
         cwd="{{ taxi_setting('repo_root') }}",

@@ -3,7 +3,9 @@
 The DAG file only wires tasks; this module says what each task runs. Nothing here imports the
 pipeline (TensorFlow, Beam, DuckDB): every task runs one step of the pipeline's command line,
 ``python -m pipeline.run --stages ...``, with the *pipeline* environment's Python, because the
-TFX stack and Airflow cannot share an environment.
+TFX stack and Airflow cannot share an environment: in the worker's shell (``launcher: bash``) or
+in a pod of the pipeline's container image (``launcher: kubernetes``, for Cloud Composer). The
+cncf-kubernetes provider is imported only when a task starts such a pod.
 
 Settings are resolved when a task renders its command, per DAG run, in this order:
 
@@ -19,10 +21,8 @@ A run's directory is ``<runs_dir>/<run id>``, where the run id is derived from t
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
+import functools
 import shlex
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,15 +34,32 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 VARIABLE = "taxi_pipeline"
 TARGETS = ("local", "gcp")
+# Where a task's command runs: in the Airflow worker's shell (which then needs the pipeline
+# environment), or in a pod of the pipeline's container image (Cloud Composer: its workers
+# cannot host the TFX stack next to Airflow).
+LAUNCHERS = ("bash", "kubernetes")
+IMAGE_REPO_ROOT = "/opt/taxi"  # WORKDIR of the Dockerfile
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# The manifest's error types that are the pipeline's verdict on the data or the model (a blocking
-# anomaly, no training rows, a parity gap): a retry would fail the same way, so the task fails at
-# once. Anything else (a crash, a killed worker, a Dataflow hiccup) is retried with backoff.
-VERDICT_ERRORS = ("StageFailed", "ValidationFailed")
 
 # Exit code that BashOperator turns into a skipped task.
 SKIP_EXIT_CODE = 99
+
+# Exit statuses of ``python -m pipeline.validate serving-logs`` (pipeline/validation/cli.py; copied,
+# not imported: the DAG must not import the pipeline). 2 becomes a skip; the verdicts below fail
+# the task at once; anything else (1: a crash) is retried.
+NO_REQUEST_LOGS_EXIT_CODE = 2
+BLOCKING_ANOMALIES_EXIT_CODE = 3
+USAGE_ERROR_EXIT_CODE = 64
+# Exit statuses of ``python -m pipeline.run`` (pipeline/run.py), copied for the same reason.
+PIPELINE_VERDICT_EXIT_CODES: dict[int, str] = {
+    2: "pipeline.run rejected its command line (usage error)",
+    3: "the pipeline stopped on its verdict (blocking anomalies, no training rows, a parity gap "
+    "or a missing input: see the RUN FAILED lines above)",
+}
+VERDICT_EXIT_CODES: dict[int, str] = {
+    BLOCKING_ANOMALIES_EXIT_CODE: "blocking anomalies in the serving logs (listed above)",
+    USAGE_ERROR_EXIT_CODE: "pipeline.validate rejected its command line (usage error)",
+}
 
 DESCRIPTIONS: dict[str, str] = {
     "target": "local (DirectRunner, embedded DuckDB) or gcp (BigQuery, Dataflow)",
@@ -61,9 +78,15 @@ DESCRIPTIONS: dict[str, str] = {
     "bq_dataset": "gcp: BigQuery dataset that receives the per-split tables",
     "bq_location": "gcp: BigQuery location",
     "bq_table": "gcp: source table dataset.table (empty: the dataset definition's table)",
-    "gcp_package": "gcp: the pipeline wheel shipped to the Dataflow workers",
+    "gcp_package": "gcp: a pipeline wheel for the Dataflow workers (empty: built from setup.py, "
+    "or the image with launcher kubernetes)",
+    "launcher": "bash (the worker's shell) or kubernetes (a pod of `image`)",
+    "image": "kubernetes: the pipeline's container image (see the Dockerfile)",
+    "k8s_namespace": "kubernetes: namespace of the task pods",
+    "k8s_conn_id": "kubernetes: Airflow connection to the cluster",
+    "k8s_config_file": "kubernetes: kube config (Composer 3: /home/airflow/composer_kube_config)",
 }
-GCP_REQUIRED = ("gcp_project", "gcp_region", "gcp_bucket", "bq_dataset", "gcp_package")
+GCP_REQUIRED = ("gcp_project", "gcp_region", "gcp_bucket", "bq_dataset")
 INTEGER_SETTINGS = ("train_steps",)
 
 
@@ -87,6 +110,11 @@ def local_defaults(repo_root: Path = REPO_ROOT) -> dict[str, Any]:
         "bq_location": "US",
         "bq_table": "",
         "gcp_package": "",
+        "launcher": "bash",
+        "image": "",
+        "k8s_namespace": "composer-user-workloads",
+        "k8s_conn_id": "kubernetes_default",
+        "k8s_config_file": "",
     }
 
 
@@ -98,6 +126,8 @@ def dag_params() -> dict[str, Param]:
         schema: dict[str, Any] = {"type": ["null", kind]}
         if name == "target":
             schema["enum"] = [None, *TARGETS]
+        if name == "launcher":
+            schema["enum"] = [None, *LAUNCHERS]
         params[name] = Param(None, description=description, **schema)
     return params
 
@@ -120,6 +150,16 @@ def resolve_settings(
     if settings["target"] not in TARGETS:
         raise ValueError(f"unknown target {settings['target']!r}; one of {TARGETS}")
     settings["train_steps"] = int(settings["train_steps"])
+    if settings["launcher"] not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {settings['launcher']!r}; one of {LAUNCHERS}")
+    if settings["launcher"] == "kubernetes":
+        if not settings["image"]:
+            raise ValueError("launcher kubernetes needs the setting 'image' (params or Variable)")
+        # Inside the image the pipeline lives at the Dockerfile's WORKDIR, on its default Python.
+        if "repo_root" not in explicit:
+            settings["repo_root"] = IMAGE_REPO_ROOT
+        if "python" not in explicit:
+            settings["python"] = "python"
     if settings["target"] == "gcp":
         missing = [name for name in GCP_REQUIRED if not settings[name]]
         if missing:
@@ -157,13 +197,21 @@ def beam_args(settings: Mapping[str, Any]) -> list[str]:
     if settings["target"] == "local":
         return ["--runner", "DirectRunner", *extra]
     bucket = f"gs://{settings['gcp_bucket']}"
+    # The workers get the pipeline package: a prebuilt wheel, the pipeline's image (which the
+    # task pods run too), or a package Beam builds from the checkout's setup.py.
+    if settings["gcp_package"]:
+        package = ["--extra_package", settings["gcp_package"]]
+    elif settings["launcher"] == "kubernetes":
+        package = ["--sdk_container_image", settings["image"]]
+    else:
+        package = ["--setup_file", f"{settings['repo_root']}/setup.py"]
     return [
         "--runner", "DataflowRunner",
         "--project", settings["gcp_project"],
         "--region", settings["gcp_region"],
         "--temp_location", f"{bucket}/tmp",
         "--staging_location", f"{bucket}/staging",
-        "--extra_package", settings["gcp_package"],
+        *package,
         *extra,
     ]  # fmt: skip
 
@@ -177,15 +225,12 @@ def stage_command(
 ) -> str:
     """The bash command of one task: ``pipeline.run`` for ``stages`` in the interval's run dir.
 
-    The first task of a run (``data,warehouse``) starts the interval afresh: the previous run
-    directory of that interval is renamed away and deleted, so a rerun never mixes artifacts of
-    two runs. On gcp the warehouse split is the BigQuery job of ``pipeline.sample``.
+    The first task of a run (``data,warehouse``) passes ``--restart``: whatever an earlier attempt
+    of the interval left is deleted first, so a rerun never mixes artifacts of two runs. On gcp
+    the warehouse SQL runs as BigQuery jobs that export the splits into the run directory.
     """
-    python, local = settings["python"], settings["target"] == "local"
-    if not local and "warehouse" in stages:
-        return _bigquery_split_command(settings, interval)
     command = [
-        python, "-m", "pipeline.run",
+        settings["python"], "-m", "pipeline.run",
         "--run-id", interval["run_id"],
         "--stages", ",".join(stages),
         "--start", interval["start"],
@@ -194,40 +239,22 @@ def stage_command(
         "--push-base", settings["push_base"],
         "--train-steps", str(settings["train_steps"]),
     ]  # fmt: skip
-    if local:
+    if stages[0] == "data":
+        command.append("--restart")
+    if settings["target"] == "local":
         command += ["--data-dir", settings["data_dir"]]
         if settings["db"]:
             command += ["--db", settings["db"]]
-    command += beam_args(settings)
-    text = _join(command)
-    if local and stages[0] == "data":
-        directory = run_dir(settings, interval)
-        aside = shlex.quote(f"{settings['runs_dir'].rstrip('/')}/.{interval['run_id']}.replaced-")
-        aside += "$$"  # the shell's pid: a name no other attempt uses
-        text = (
-            f"if [ -e {shlex.quote(directory)} ]; then "
-            f"mv {shlex.quote(directory)} {aside} && rm -rf {aside}; fi && {text}"
-        )
-    return text
-
-
-def _bigquery_split_command(settings: Mapping[str, Any], interval: Mapping[str, str]) -> str:
-    command = [
-        settings["python"], "-m", "pipeline.sample",
-        "--engine", "bigquery",
-        "--project", settings["gcp_project"],
-        "--destination-dataset", settings["bq_dataset"],
-        "--location", settings["bq_location"],
-        "--start", interval["start"],
-        "--end", interval["end"],
-        "--output", f"{run_dir(settings, interval)}/splits",
-        "--overwrite",
-        "--label", "pipeline=taxi",
-        "--label", f"run={interval['run_id']}",
-    ]  # fmt: skip
-    if settings["bq_table"]:
-        command += ["--table", settings["bq_table"]]
-    return _join(command)
+    else:
+        command += [
+            "--warehouse-engine", "bigquery",
+            "--bq-project", settings["gcp_project"],
+            "--bq-dataset", settings["bq_dataset"],
+            "--bq-location", settings["bq_location"],
+        ]  # fmt: skip
+        if settings["bq_table"]:
+            command += ["--table", settings["bq_table"]]
+    return _join([*command, *beam_args(settings)])
 
 
 def skew_check_command(settings: Mapping[str, Any], interval: Mapping[str, str]) -> str:
@@ -251,10 +278,10 @@ def skew_check_command(settings: Mapping[str, Any], interval: Mapping[str, str])
             f"if [ ! -d {shlex.quote(logs)} ]; then "
             f"echo 'no request logs at {logs}'; exit {SKIP_EXIT_CODE}; fi; "
         )
-    # pipeline.validate serving-logs exits 2 when the directory holds no request log.
     return (
         f"{missing}{command}; status=$?; "
-        f"if [ $status -eq 2 ]; then echo 'no request logs in {logs}'; exit {SKIP_EXIT_CODE}; fi; "
+        f"if [ $status -eq {NO_REQUEST_LOGS_EXIT_CODE} ]; then "
+        f"echo 'no request logs in {logs}'; exit {SKIP_EXIT_CODE}; fi; "
         "exit $status"
     )
 
@@ -286,16 +313,10 @@ def taxi_setting(context: Mapping[str, Any], name: str) -> str:
     return str(_settings_from(context)[name])
 
 
-@jinja2.pass_context
-def taxi_manifest(context: Mapping[str, Any]) -> str:
-    return f"{run_dir(_settings_from(context), _interval_from(context))}/manifest.json"
-
-
 MACROS = {
     "taxi_stage_command": taxi_stage_command,
     "taxi_skew_check_command": taxi_skew_check_command,
     "taxi_setting": taxi_setting,
-    "taxi_manifest": taxi_manifest,
 }
 
 # The pipeline's own process settings (see the Makefile), for every task.
@@ -306,41 +327,110 @@ TASK_ENV = {
 }
 
 
-class PipelineStageOperator(BashOperator):
-    """Runs pipeline stages with ``pipeline.run``; a verdict (not a crash) fails without retry.
+class VerdictAwareBashOperator(BashOperator):
+    """A BashOperator that fails without retry when the command exits with a *verdict*.
 
-    After a failed command the run manifest says why: if one of this task's stages failed with
-    one of :data:`VERDICT_ERRORS` (a blocking anomaly, a parity gap, ...) the task fails at once
-    with that reason, instead of repeating a run that would fail the same way.
+    The pipeline's commands give each outcome its own exit status. Those in
+    :attr:`verdict_exit_codes` (blocking anomalies, no training rows, a parity gap, a rejected
+    command line) would only repeat on a retry, so the task fails at once with the reason. Other
+    failures (a crash, a killed worker, a Dataflow hiccup) keep the retryable error, and
+    :data:`SKIP_EXIT_CODE` skips the task. With the setting ``launcher: kubernetes`` the same
+    command runs in a pod of the pipeline's image instead of the worker's shell.
     """
 
-    template_fields = (*BashOperator.template_fields, "manifest")
-
-    def __init__(self, *, stages: tuple[str, ...], manifest: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.stages = tuple(stages)
-        self.manifest = manifest
+    verdict_exit_codes: Mapping[int, str] = {}
 
     def execute(self, context: Any) -> Any:
-        started = time.time()
+        self.subprocess_hook.sub_process = None  # no exit status from an earlier call
+        self._pod: Any = None
+        settings = _settings_from(context)
         try:
+            if settings["launcher"] == "kubernetes":
+                self._pod = stage_pod(
+                    self.task_id, self.bash_command, settings, self.skip_on_exit_code
+                )
+                return self._pod.execute(context)
             return super().execute(context)
-        except AirflowSkipException:
+        except (AirflowSkipException, AirflowFailException):
             raise
         except Exception:
-            verdict = self._verdict(started)
-            if verdict:
-                raise AirflowFailException(verdict) from None
+            code = self._exit_code()
+            if code in self.verdict_exit_codes:
+                raise AirflowFailException(
+                    f"exit status {code}: {self.verdict_exit_codes[code]}; not retried"
+                ) from None
             raise
 
-    def _verdict(self, since: float) -> str | None:
-        path = Path(self.manifest)
-        if "://" in self.manifest or not path.is_file() or os.path.getmtime(path) < since:
-            return None
-        stages = json.loads(path.read_text()).get("stages", {})
-        for name in self.stages:
-            record = stages.get(name, {})
-            error = str(record.get("error", ""))
-            if record.get("status") == "failed" and error.startswith(VERDICT_ERRORS):
-                return f"stage {name} failed (not retried): {error}"
-        return None
+    def _exit_code(self) -> int | None:
+        """Exit status of the command just run; None if it never started (e.g. a bad cwd)."""
+        if self._pod is not None:
+            return self._pod.exit_code
+        process = self.subprocess_hook.sub_process
+        return None if process is None else process.returncode
+
+
+class PipelineStageOperator(VerdictAwareBashOperator):
+    """Runs pipeline stages with ``python -m pipeline.run --stages ...``."""
+
+    verdict_exit_codes = PIPELINE_VERDICT_EXIT_CODES
+
+    def __init__(self, *, stages: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stages = tuple(stages)
+
+
+class SkewCheckOperator(VerdictAwareBashOperator):
+    """Runs the serving-log skew check (``python -m pipeline.validate serving-logs``)."""
+
+    verdict_exit_codes = VERDICT_EXIT_CODES
+
+
+# ---- the kubernetes launcher ------------------------------------------------------------------
+
+
+def base_container_exit_code(remote_pod: Any, container: str) -> int | None:
+    """Exit status of ``container`` in a finished pod (a ``V1Pod``); None if it did not end."""
+    status = getattr(remote_pod, "status", None)
+    for container_status in (status.container_statuses if status else None) or []:
+        if container_status.name == container and container_status.state:
+            terminated = container_status.state.terminated
+            return None if terminated is None else terminated.exit_code
+    return None
+
+
+@functools.cache
+def _stage_pod_class() -> type:
+    """KubernetesPodOperator that keeps its container's exit status (imported only when used)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    class StagePodOperator(KubernetesPodOperator):
+        exit_code: int | None = None
+
+        def cleanup(self, pod: Any, remote_pod: Any, *args: Any, **kwargs: Any) -> None:
+            self.exit_code = base_container_exit_code(remote_pod, self.base_container_name)
+            return super().cleanup(pod, remote_pod, *args, **kwargs)
+
+    return StagePodOperator
+
+
+def stage_pod(
+    task_id: str, command: str, settings: Mapping[str, Any], skip_on_exit_code: Any = ()
+) -> Any:
+    """The pod that runs a task's rendered ``command`` in the pipeline's image."""
+    return _stage_pod_class()(
+        task_id=f"{task_id}_pod",
+        name=f"taxi-{task_id.replace('_', '-')}",
+        image=settings["image"],
+        cmds=["bash", "-c"],
+        arguments=[f"cd {shlex.quote(settings['repo_root'])} && {command}"],
+        env_vars=dict(TASK_ENV),
+        labels={"app": "taxi-pipeline", "task": task_id.replace("_", "-")},
+        namespace=settings["k8s_namespace"],
+        kubernetes_conn_id=settings["k8s_conn_id"] or None,
+        config_file=settings["k8s_config_file"] or None,
+        get_logs=True,
+        on_finish_action="delete_pod",
+        startup_timeout_seconds=600,
+        skip_on_exit_code=list(skip_on_exit_code or ()),
+        do_xcom_push=False,
+    )

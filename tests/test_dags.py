@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,8 +42,8 @@ GCP = {
     "gcp_region": "europe-west4",
     "gcp_bucket": "taxi-artifacts",
     "bq_dataset": "taxi_work",
-    "gcp_package": "/opt/taxi/dist/taxi_preprocessing_pipeline-0.1.0-py3-none-any.whl",
 }
+WHEEL = "/opt/taxi/dist/taxi_preprocessing_pipeline-0.1.0-py3-none-any.whl"
 
 pytestmark = pytest.mark.skipif(
     not AIRFLOW.exists(), reason="no Airflow environment: run `make airflow-setup`"
@@ -80,7 +81,6 @@ for task in dag.tasks:
         "bash_command": task.bash_command,
         "cwd": task.cwd,
         "env": task.env,
-        "manifest": getattr(task, "manifest", None),
         "retries": task.retries,
         "retry_exponential_backoff": task.retry_exponential_backoff,
         "retry_delay": task.retry_delay.total_seconds(),
@@ -189,7 +189,8 @@ def test_tasks_dependencies_and_operators(target, local_dag, gcp_dag):
     for task_id in STAGE_TASKS:
         assert tasks[task_id]["class"] == "PipelineStageOperator"
         assert "BashOperator" in tasks[task_id]["bases"]
-    assert tasks["serving_log_skew_check"]["class"] == "BashOperator"
+    assert tasks["serving_log_skew_check"]["class"] == "SkewCheckOperator"
+    assert "BashOperator" in tasks["serving_log_skew_check"]["bases"]
     assert tasks["serving_log_skew_check"]["skip_on_exit_code"] == [99]
 
 
@@ -209,35 +210,44 @@ def test_local_commands_carry_the_interval_and_the_direct_runner(local_dag):
         assert "DataflowRunner" not in command
         assert tasks[task_id]["cwd"] == str(REPO_ROOT)
         assert tasks[task_id]["env"]["TF_USE_LEGACY_KERAS"] == "1"
-        assert tasks[task_id]["manifest"] == str(REPO_ROOT / "runs" / "20240305" / "manifest.json")
-    # The first task starts the interval's run directory afresh.
-    assert tasks["warehouse_split"]["bash_command"].startswith(
-        f"if [ -e {REPO_ROOT / 'runs' / '20240305'} ]; then mv "
-    )
+        # Only the first task starts the interval's run directory afresh.
+        assert ("--restart" in command.split()) == (task_id == "warehouse_split")
     assert "no serving_logs setting" in tasks["serving_log_skew_check"]["bash_command"]
 
 
 def test_gcp_commands_run_bigquery_and_dataflow(gcp_dag):
     tasks = gcp_dag["tasks"]
     split = tasks["warehouse_split"]["bash_command"]
-    assert "-m pipeline.sample --engine bigquery --project taxi-prod" in split
-    assert "--destination-dataset taxi_work --location US" in split
-    assert "--start 2024-03-05 --end 2024-03-06" in split
-    assert "--output gs://taxi-artifacts/runs/20240305/splits --overwrite" in split
-    assert "pipeline.run" not in split and "duckdb" not in split
+    assert "-m pipeline.run --run-id 20240305 --stages data,warehouse " in split
+    assert "--restart --warehouse-engine bigquery --bq-project taxi-prod " in split
+    assert "--bq-dataset taxi_work --bq-location US" in split
+    assert "--data-dir" not in split and "--db" not in split
     dataflow = (
         "--runner DataflowRunner --project taxi-prod --region europe-west4 "
         "--temp_location gs://taxi-artifacts/tmp --staging_location gs://taxi-artifacts/staging "
-        f"--extra_package {GCP['gcp_package']}"
+        f"--setup_file {REPO_ROOT}/setup.py"
     )
-    for task_id in STAGE_TASKS[1:]:
+    for task_id in STAGE_TASKS:
         command = tasks[task_id]["bash_command"]
         assert f"--run-id 20240305 --stages {TASK_STAGES[task_id]} " in command
         assert "--start 2024-03-05 --end 2024-03-06" in command
         assert "--runs-dir gs://taxi-artifacts/runs" in command
         assert "--push-base gs://taxi-artifacts/models/taxi" in command
         assert command.endswith(dataflow)
-        assert "--db" not in command and "DirectRunner" not in command
+        assert "DirectRunner" not in command
+        assert ("--restart" in command.split()) == (task_id == "warehouse_split")
+    skew = tasks["serving_log_skew_check"]["bash_command"]
+    assert "no serving_logs setting" in skew  # no logs configured: skipped
+
+
+def test_gcp_ships_a_prebuilt_wheel_and_checks_gcs_request_logs(airflow_home):
+    logs = "gs://taxi-artifacts/request-logs"
+    tasks = _inspect(airflow_home, {"gcp_package": WHEEL, "serving_logs": logs}, GCP)["tasks"]
+    assert tasks["transform"]["bash_command"].endswith(f"--extra_package {WHEEL}")
+    skew = tasks["serving_log_skew_check"]["bash_command"]
+    assert f"-m pipeline.validate serving-logs --logs {logs} " in skew
+    assert "--train-stats gs://taxi-artifacts/runs/20240305/statistics/train.pb" in skew
+    assert "--runner DataflowRunner" in skew
 
 
 def test_gcp_target_without_its_settings_fails_to_render(airflow_home):
@@ -250,6 +260,229 @@ def test_gcp_target_without_its_settings_fails_to_render(airflow_home):
     )
     assert completed.returncode != 0
     assert "target gcp needs the setting(s)" in completed.stderr
+
+
+# Renders one task with the kubernetes launcher and prints the pod it would start (the
+# KubernetesPodOperator's own pod request, as sent to the cluster) and exit-status readings.
+POD_SPEC = r"""
+import datetime as dt, json, sys
+from pathlib import Path
+
+dags, params = Path(sys.argv[1]), json.loads(sys.argv[2])
+from airflow.dag_processing.dagbag import BundleDagBag
+from kubernetes.client import models as k8s
+
+bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
+import taxi_tasks
+
+dag = bag.dags["taxi_pipeline"]
+start = dt.datetime(2024, 3, 5, tzinfo=dt.UTC)
+context = {
+    "params": {**dag.params.dump(), **params},
+    "data_interval_start": start,
+    "data_interval_end": start + dt.timedelta(days=1),
+}
+task = dag.get_task("transform")
+task.render_template_fields(context, jinja_env=dag.get_template_env())
+settings = taxi_tasks._settings_from(context)
+operator = taxi_tasks.stage_pod(task.task_id, task.bash_command, settings, task.skip_on_exit_code)
+pod = operator.build_pod_request_obj()
+container = pod.spec.containers[0]
+
+def finished(code):
+    state = k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=code))
+    status = k8s.V1ContainerStatus(
+        name="base", state=state, image="i", image_id="", ready=False, restart_count=0
+    )
+    return k8s.V1Pod(status=k8s.V1PodStatus(container_statuses=[status]))
+
+print(json.dumps({
+    "class": type(operator).__name__,
+    "bases": [c.__name__ for c in type(operator).__mro__],
+    "namespace": pod.metadata.namespace,
+    "labels": pod.metadata.labels,
+    "image": container.image,
+    "command": container.command,
+    "args": container.args,
+    "env": {e.name: e.value for e in container.env or []},
+    "skip_on_exit_code": sorted(operator.skip_on_exit_code),
+    "config_file": operator.config_file,
+    "exit_codes": [
+        taxi_tasks.base_container_exit_code(finished(3), "base"),
+        taxi_tasks.base_container_exit_code(finished(0), "base"),
+        taxi_tasks.base_container_exit_code(k8s.V1Pod(), "base"),
+    ],
+}))
+"""
+IMAGE = "europe-west4-docker.pkg.dev/taxi-prod/ml/taxi-pipeline:1.0"
+
+
+KUBE_CONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: not-used}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_the_kubernetes_launcher_runs_the_same_command_in_the_pipeline_image(
+    airflow_home, tmp_path
+):
+    # The pod request is built up to the wire; no cluster is contacted (none is reachable here).
+    kube_config = tmp_path / "kube_config"
+    kube_config.write_text(KUBE_CONFIG)
+    settings = {"launcher": "kubernetes", "image": IMAGE, "k8s_config_file": str(kube_config)}
+    completed = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", POD_SPEC, str(DAGS), json.dumps(settings)],
+        env=_airflow_env(airflow_home, GCP),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    pod = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "KubernetesPodOperator" in pod["bases"]
+    assert pod["image"] == IMAGE
+    assert pod["namespace"] == "composer-user-workloads"
+    assert pod["config_file"] == str(kube_config)
+    assert pod["labels"]["app"] == "taxi-pipeline" and pod["labels"]["task"] == "transform"
+    assert pod["command"] == ["bash", "-c"]
+    (script,) = pod["args"]
+    # Inside the image: its WORKDIR and default Python; Dataflow workers get the same image.
+    assert script.startswith("cd /opt/taxi && python -m pipeline.run --run-id 20240305 ")
+    assert "--stages transform " in script and "--runs-dir gs://taxi-artifacts/runs" in script
+    assert script.endswith(f"--sdk_container_image {IMAGE}")
+    assert "--setup_file" not in script
+    assert pod["env"]["TF_USE_LEGACY_KERAS"] == "1"
+    assert pod["skip_on_exit_code"] == [99]
+    assert pod["exit_codes"] == [3, 0, None]  # what decides verdict (no retry) vs crash
+
+
+def test_the_kubernetes_launcher_needs_an_image(airflow_home):
+    completed = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps({"launcher": "kubernetes"})],
+        env=_airflow_env(airflow_home, GCP),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "launcher kubernetes needs the setting 'image'" in completed.stderr
+
+
+# ---- the skew check's exit statuses ------------------------------------------------------------
+
+STUB_VALIDATE = """#!/bin/sh
+# Stands in for the pipeline's Python: answers 'python -m pipeline.validate serving-logs ...'.
+echo "stub called with: $*"
+echo "1 blocking anomalies (SERVING):" >&2
+echo "  fare [skew] COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH: too far from training" >&2
+exit {status}
+"""
+
+
+def _task_state(
+    home: Path, task_id: str, stub: Path, logical_date: str, **params: str
+) -> tuple[str, str]:
+    """Run one DAG task through Airflow's task runner (``airflow tasks test``) with ``stub`` as
+    the pipeline's Python; the state the runner gives the task, and its log."""
+    params = {"python": str(stub), **params}
+    command = [str(AIRFLOW), "tasks", "test", DAG_ID, task_id, logical_date]
+    completed = subprocess.run(
+        [*command, "-t", json.dumps(params)],
+        env=_airflow_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = completed.stdout + completed.stderr
+    states = re.findall(r"Task instance state updated .*?new_state=(\w+)", log)
+    assert len(states) == 1, log[-5000:]
+    return states[0], log
+
+
+@pytest.fixture(scope="module")
+def skew_check_runs(airflow_home, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """The task's state and log for each outcome of ``pipeline.validate serving-logs``, by name.
+
+    The exit statuses come from the CLI itself, so a change there that the DAG does not follow
+    fails here.
+    """
+    from pipeline.validation import cli
+
+    root = tmp_path_factory.mktemp("skew_check")
+    logs = root / "logs"
+    logs.mkdir()
+    statuses = {
+        "clean": 0,
+        "crash": cli.EXIT_CRASH,
+        "no_logs": cli.EXIT_NO_REQUEST_LOGS,
+        "blocking": cli.EXIT_BLOCKING_ANOMALIES,
+        "usage": cli.EXIT_USAGE,
+    }
+    runs = {}
+    for day, (name, status) in enumerate(statuses.items(), start=10):
+        stub = root / f"python_{name}"
+        stub.write_text(STUB_VALIDATE.format(status=status))
+        stub.chmod(0o755)
+        runs[name] = _task_state(
+            airflow_home, "serving_log_skew_check", stub, f"2024-02-{day}", serving_logs=str(logs)
+        )
+    return runs
+
+
+def test_skew_check_blocking_anomalies_fail_without_retry(skew_check_runs):
+    state, log = skew_check_runs["blocking"]
+    assert state == "failed"  # not up_for_retry, although the task has retries=2
+    assert "AirflowFailException: exit status 3: blocking anomalies in the serving logs" in log
+    assert "stub called with: -m pipeline.validate serving-logs --logs" in log
+    assert "fare [skew] COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in log  # the list is in the log
+
+
+def test_skew_check_usage_error_fails_without_retry(skew_check_runs):
+    state, log = skew_check_runs["usage"]
+    assert state == "failed"
+    assert "AirflowFailException: exit status 64:" in log
+
+
+def test_skew_check_crash_is_retried(skew_check_runs):
+    state, log = skew_check_runs["crash"]
+    assert state == "up_for_retry"
+    assert "AirflowFailException" not in log
+    assert "non-zero exit code 1" in log
+
+
+def test_skew_check_without_request_logs_is_skipped(skew_check_runs):
+    state, log = skew_check_runs["no_logs"]
+    assert state == "skipped"
+    assert "no request logs in" in log
+
+
+def test_skew_check_passes_on_clean_logs(skew_check_runs):
+    assert skew_check_runs["clean"][0] == "success"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(3, "failed"), (2, "failed"), (1, "up_for_retry"), (0, "success")],
+    ids=["verdict", "usage", "crash", "done"],
+)
+def test_stage_task_fails_at_once_on_a_verdict_and_retries_a_crash(
+    airflow_home, tmp_path, status, expected
+):
+    """``pipeline.run``'s exit statuses (from the module itself) decide retry or not."""
+    from pipeline.run import EXIT_VERDICT
+
+    assert EXIT_VERDICT == 3
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "stub called with: $*"\nexit {status}\n')
+    stub.chmod(0o755)
+    day = {3: 20, 2: 21, 1: 22, 0: 23}[status]
+    state, log = _task_state(airflow_home, "transform", stub, f"2024-02-{day}")
+    assert state == expected, log[-3000:]
+    assert "stub called with: -m pipeline.run --run-id" in log
+    assert ("AirflowFailException" in log) == (expected == "failed")
 
 
 # ---- real runs of the local target ------------------------------------------------------------
@@ -355,7 +588,8 @@ def test_a_bad_interval_stops_at_validation(airflow_home, warehouses, tmp_path):
     completed = _dags_test(airflow_home, "2024-01-03", conf=None, variable=variable)
     assert completed.returncode != 0
     log = completed.stdout + completed.stderr
-    assert "stage validation failed (not retried): ValidationFailed" in log
+    assert "AirflowFailException: exit status 3: the pipeline stopped on its verdict" in log
+    assert "RUN FAILED: ValidationFailed" in log
     assert "BLOCKING fare" in log  # the anomaly list is in the task log
 
     states = _task_states(airflow_home, "2024-01-03")
