@@ -227,5 +227,8 @@ def test_usage_errors_and_help_show_the_exit_statuses(capsys):
         main(["serving-logs", "--help"])
     assert exited.value.code == 0
     assert EXIT_STATUS_HELP in capsys.readouterr().out
-    for line in ("2   serving-logs: no request logs", "3   serving-logs: blocking anomalies"):
+    for line in (
+        "2   serving-logs: no request logs",
+        "3   check, serving-logs: blocking anomalies",
+    ):
         assert line in EXIT_STATUS_HELP and line in cli.__doc__

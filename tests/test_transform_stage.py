@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _files(result) -> dict[str, bytes]:
-    examples = result.output_dir / "examples"
+    examples = Path(result.output_dir) / "examples"
     return {p.name: p.read_bytes() for p in sorted(examples.iterdir())}
 
 
@@ -32,7 +33,7 @@ def test_transforming_the_same_input_twice_gives_identical_tfrecords(
 
 def test_an_empty_split_still_gets_a_readable_shard(tmp_path):
     (shard,) = finalize_shards(tmp_path, "eval")
-    assert shard.name == "eval-00000-of-00001.tfrecord.gz"
+    assert Path(shard).name == "eval-00000-of-00001.tfrecord.gz"
     assert list(tf.data.TFRecordDataset(str(shard), compression_type="GZIP")) == []
 
 
@@ -63,8 +64,11 @@ def test_analyzer_cache_reuses_earlier_spans(single_phase, tmp_path):
     uncached = run_transform(single_phase, {"train": spans["day2"]}, tmp_path / "t3", args, spans)
     # Same statistics either way: identical vocabulary and identical transformed examples.
     for name in ("payment_type_vocab",):
-        cached_vocab = (second.output_dir / "transform_fn" / "assets" / name).read_bytes()
-        assert cached_vocab == (uncached.output_dir / "transform_fn" / "assets" / name).read_bytes()
+        cached_vocab = (Path(second.output_dir) / "transform_fn" / "assets" / name).read_bytes()
+        assert (
+            cached_vocab
+            == (Path(uncached.output_dir) / "transform_fn" / "assets" / name).read_bytes()
+        )
     assert _files(second) == _files(uncached)
 
 
@@ -81,7 +85,7 @@ def test_large_splits_are_written_as_several_shards(single_phase, tmp_path, monk
     result = run_transform(
         single_phase, {"train": train}, tmp_path / "t", ["--runner", "DirectRunner"]
     )
-    shards = sorted((result.output_dir / "examples").glob("train-*"))
+    shards = sorted((Path(result.output_dir) / "examples").glob("train-*"))
     assert [s.name for s in shards] == [f"train-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
     rows = sum(1 for s in shards for _ in tf.data.TFRecordDataset(str(s), compression_type="GZIP"))
     assert rows == result.rows["train"] == 3000
