@@ -562,6 +562,12 @@ def test_pipeline_run_splits_on_bigquery_into_a_gcs_run_dir(gcs_bucket, monkeypa
     assert warehouse["split_dirs"]["train"] == f"{runs}/20240305/splits/train"
     assert manifest["rows_per_split"] == {"train": 76, "eval": 10, "test": 9}
     assert "`taxi-prod`.`raw`.`trips`" in client.calls[1]["sql"]
+    # The interval reaches BigQuery as query parameters of the split query.
+    params = {p.name: p.value for p in client.calls[1]["config"].query_parameters}
+    assert (params["start"], params["end"]) == (
+        datetime(2024, 3, 5, tzinfo=UTC),
+        datetime(2024, 3, 6, tzinfo=UTC),
+    )
     for call in client.calls:
         assert call["location"] == "EU"
         assert call["config"].labels == {"pipeline": "taxi", "run": "20240305", "team": "ml"}
