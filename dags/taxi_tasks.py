@@ -70,6 +70,7 @@ DESCRIPTIONS: dict[str, str] = {
     "db": "local: DuckDB warehouse file (empty: the taxi sample's, built in data_dir)",
     "push_base": "where blessed models are published (gcp default: gs://<bucket>/models/taxi)",
     "train_steps": "training steps",
+    "window_days": "days of data each run splits and trains on, ending with its interval",
     "beam_args": "extra Beam pipeline options, e.g. --direct_num_workers=2",
     "serving_logs": "directory of served request logs for the skew check (empty: skip it)",
     "gcp_project": "gcp: Google Cloud project of the BigQuery and Dataflow jobs",
@@ -87,7 +88,7 @@ DESCRIPTIONS: dict[str, str] = {
     "k8s_config_file": "kubernetes: kube config (Composer 3: /home/airflow/composer_kube_config)",
 }
 GCP_REQUIRED = ("gcp_project", "gcp_region", "gcp_bucket", "bq_dataset")
-INTEGER_SETTINGS = ("train_steps",)
+INTEGER_SETTINGS = ("train_steps", "window_days")
 
 
 def local_defaults(repo_root: Path = REPO_ROOT) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def local_defaults(repo_root: Path = REPO_ROOT) -> dict[str, Any]:
         "db": "",
         "push_base": str(repo_root / "models" / "taxi"),
         "train_steps": 1000,
+        "window_days": 1,
         "beam_args": "",
         "serving_logs": "",
         "gcp_project": "",
@@ -149,7 +151,10 @@ def resolve_settings(
         explicit.update(chosen)
     if settings["target"] not in TARGETS:
         raise ValueError(f"unknown target {settings['target']!r}; one of {TARGETS}")
-    settings["train_steps"] = int(settings["train_steps"])
+    for name in INTEGER_SETTINGS:
+        settings[name] = int(settings[name])
+    if settings["window_days"] < 1:
+        raise ValueError(f"window_days must be at least 1, got {settings['window_days']}")
     if settings["launcher"] not in LAUNCHERS:
         raise ValueError(f"unknown launcher {settings['launcher']!r}; one of {LAUNCHERS}")
     if settings["launcher"] == "kubernetes":
@@ -172,19 +177,32 @@ def resolve_settings(
     return settings
 
 
-def interval_run(start: dt.datetime, end: dt.datetime) -> dict[str, str]:
-    """Run id and ``--start``/``--end`` values for the data interval [start, end)."""
-    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+def interval_run(start: dt.datetime, end: dt.datetime, window_days: int = 1) -> dict[str, str]:
+    """Run id of the data interval [start, end), and the ``--start``/``--end`` of its data.
+
+    The data is a rolling window: the ``window_days`` days that end with the interval (never less
+    than the interval itself), so a daily run can train on the last week. The run id names the
+    interval alone: one run directory per interval, whatever the window.
+    """
+    start, end = _utc(start), _utc(end)
+    data_start = min(start, end - dt.timedelta(days=window_days))
     midnight = dt.time(0, tzinfo=dt.UTC)
     whole_days = start.timetz() == midnight and end.timetz() == midnight
     if whole_days:
-        bounds = start.strftime("%Y-%m-%d"), end.strftime("%Y-%m-%d")
+        bounds = data_start.strftime("%Y-%m-%d"), end.strftime("%Y-%m-%d")
         one_day = end - start == dt.timedelta(days=1)
         run_id = start.strftime("%Y%m%d") + ("" if one_day else end.strftime("-%Y%m%d"))
     else:
-        bounds = start.isoformat(), end.isoformat()
+        bounds = data_start.isoformat(), end.isoformat()
         run_id = start.strftime("%Y%m%dT%H%M%S") + end.strftime("-%Y%m%dT%H%M%S")
     return {"run_id": run_id, "start": bounds[0], "end": bounds[1]}
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A plain aware UTC datetime (Airflow hands over pendulum ones; naive ones mean UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(moment.timestamp(), dt.UTC)
 
 
 def _join(command: list[str]) -> str:
@@ -294,18 +312,21 @@ def _settings_from(context: Mapping[str, Any]) -> dict[str, Any]:
     return resolve_settings(context.get("params"), variable)
 
 
-def _interval_from(context: Mapping[str, Any]) -> dict[str, str]:
-    return interval_run(context["data_interval_start"], context["data_interval_end"])
+def _interval_from(context: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, str]:
+    start, end = context["data_interval_start"], context["data_interval_end"]
+    return interval_run(start, end, settings["window_days"])
 
 
 @jinja2.pass_context
 def taxi_stage_command(context: Mapping[str, Any], stages: str) -> str:
-    return stage_command(_settings_from(context), _interval_from(context), tuple(stages.split(",")))
+    settings = _settings_from(context)
+    return stage_command(settings, _interval_from(context, settings), tuple(stages.split(",")))
 
 
 @jinja2.pass_context
 def taxi_skew_check_command(context: Mapping[str, Any]) -> str:
-    return skew_check_command(_settings_from(context), _interval_from(context))
+    settings = _settings_from(context)
+    return skew_check_command(settings, _interval_from(context, settings))
 
 
 @jinja2.pass_context

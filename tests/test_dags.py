@@ -215,6 +215,24 @@ def test_local_commands_carry_the_interval_and_the_direct_runner(local_dag):
     assert "no serving_logs setting" in tasks["serving_log_skew_check"]["bash_command"]
 
 
+def test_a_rolling_window_widens_the_data_but_not_the_run(airflow_home):
+    """``window_days: 7``: the run of 2024-03-05 splits and trains on 2024-02-28 .. 03-05."""
+    tasks = _inspect(airflow_home, {"window_days": 7})["tasks"]
+    for task_id in STAGE_TASKS:
+        command = tasks[task_id]["bash_command"]
+        assert "--run-id 20240305 " in command  # one run directory per interval
+        assert "--start 2024-02-28 --end 2024-03-06" in command
+    completed = subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps({"window_days": 0})],
+        env=_airflow_env(airflow_home, {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "window_days must be at least 1" in completed.stderr
+
+
 def test_gcp_commands_run_bigquery_and_dataflow(gcp_dag):
     tasks = gcp_dag["tasks"]
     split = tasks["warehouse_split"]["bash_command"]
