@@ -129,14 +129,21 @@ def airflow_home(tmp_path_factory) -> Path:
     return home
 
 
-def _inspect(home: Path, params: dict, variable: dict | None = None) -> dict:
-    completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps(params)],
+def _render(
+    home: Path, params: dict, variable: dict | None = None, script: str = INSPECT
+) -> subprocess.CompletedProcess:
+    """Run ``script`` (default :data:`INSPECT`) on the DAG folder in the Airflow environment."""
+    return subprocess.run(
+        [str(AIRFLOW_PYTHON), "-c", script, str(DAGS), json.dumps(params)],
         env=_airflow_env(home, variable or {}),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def _inspect(home: Path, params: dict, variable: dict | None = None) -> dict:
+    completed = _render(home, params, variable)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -222,13 +229,7 @@ def test_a_rolling_window_widens_the_data_but_not_the_run(airflow_home):
         command = tasks[task_id]["bash_command"]
         assert "--run-id 20240305 " in command  # one run directory per interval
         assert "--start 2024-02-28 --end 2024-03-06" in command
-    completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps({"window_days": 0})],
-        env=_airflow_env(airflow_home, {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = _render(airflow_home, {"window_days": 0}, {})
     assert completed.returncode != 0
     assert "window_days must be at least 1" in completed.stderr
 
@@ -269,13 +270,7 @@ def test_gcp_ships_a_prebuilt_wheel_and_checks_gcs_request_logs(airflow_home):
 
 
 def test_gcp_target_without_its_settings_fails_to_render(airflow_home):
-    completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps({"target": "gcp"})],
-        env=_airflow_env(airflow_home, {}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = _render(airflow_home, {"target": "gcp"}, {})
     assert completed.returncode != 0
     assert "target gcp needs the setting(s)" in completed.stderr
 
@@ -351,13 +346,7 @@ def test_the_kubernetes_launcher_runs_the_same_command_in_the_pipeline_image(
     kube_config = tmp_path / "kube_config"
     kube_config.write_text(KUBE_CONFIG)
     settings = {"launcher": "kubernetes", "image": IMAGE, "k8s_config_file": str(kube_config)}
-    completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", POD_SPEC, str(DAGS), json.dumps(settings)],
-        env=_airflow_env(airflow_home, GCP),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = _render(airflow_home, settings, GCP, script=POD_SPEC)
     assert completed.returncode == 0, completed.stderr[-3000:]
     pod = json.loads(completed.stdout.strip().splitlines()[-1])
     assert "KubernetesPodOperator" in pod["bases"]
@@ -378,13 +367,7 @@ def test_the_kubernetes_launcher_runs_the_same_command_in_the_pipeline_image(
 
 
 def test_the_kubernetes_launcher_needs_an_image(airflow_home):
-    completed = subprocess.run(
-        [str(AIRFLOW_PYTHON), "-c", INSPECT, str(DAGS), json.dumps({"launcher": "kubernetes"})],
-        env=_airflow_env(airflow_home, GCP),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    completed = _render(airflow_home, {"launcher": "kubernetes"}, GCP)
     assert completed.returncode != 0
     assert "launcher kubernetes needs the setting 'image'" in completed.stderr
 
