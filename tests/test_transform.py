@@ -14,7 +14,7 @@ import tensorflow_transform as tft
 from pipeline.arrow_io import to_list_batch
 from pipeline.raw_schema import raw_feature_spec
 from tests.numpy_reference import assert_is_quantile, fit_zscore
-from transforms import blocks
+from transforms import blocks, calendar
 
 pytestmark = pytest.mark.slow
 
@@ -167,18 +167,20 @@ def test_every_feature_fits_the_model_contract(transform_output, taxi):
             assert np.isfinite(got[name]).all(), name
 
 
-def test_label_is_tips_above_twenty_percent_of_fare(transform_output, small_splits):
+def test_the_label_passes_through_as_the_split_files_carry_it(transform_output, small_splits):
+    """The warehouse computed it in double precision; the transform must not recompute it from
+    float32 copies (a tip of exactly 20% would flip)."""
     raw = _raw(small_splits["test"])
-    want = np.sort(raw["tips"].astype(np.float32) > 0.2 * raw["fare"].astype(np.float32))
+    assert np.array_equal(raw["big_tipper"], raw["tips"] > 0.2 * raw["fare"])  # the fixture's rule
     got = np.sort(_transformed(transform_output, "test")["big_tipper"])
-    np.testing.assert_array_equal(got, want.astype(np.int64))
+    np.testing.assert_array_equal(got, np.sort(raw["big_tipper"]).astype(np.int64))
 
 
 def test_cyclical_time_against_calendar():
     # 1970-01-04 was a Sunday; 06:00 is a quarter turn of the 24 h circle.
     sunday_6am = 3 * 86400 + 6 * 3600
     wednesday_noon = 6 * 86400 + 12 * 3600
-    got = blocks.cyclical_time(tf.constant([sunday_6am, wednesday_noon], tf.int64)).numpy()
+    got = calendar.cyclical_time(tf.constant([sunday_6am, wednesday_noon], tf.int64)).numpy()
     hour, day = 6 / 24 * 2 * math.pi, (0 + 6 / 24) / 7 * 2 * math.pi
     np.testing.assert_allclose(
         got[0], [math.sin(hour), math.cos(hour), math.sin(day), math.cos(day)], atol=1e-6

@@ -21,18 +21,19 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline.arrow_io import to_list_batch
-from pipeline.dataset import (
+from pipeline.definition import (
+    BinaryLabel,
     Column,
     ColumnType,
     DatasetDefinition,
+    DefinitionError,
     Feature,
     ModelPart,
-    ThresholdLabel,
-    Transform,
+    SplitSettings,
 )
 from pipeline.raw_schema import raw_feature_spec
 from tests.numpy_reference import assert_is_quantile, fit_zscore, present
-from transforms import blocks
+from transforms import blocks, kinds
 
 pytestmark = pytest.mark.slow
 
@@ -44,57 +45,53 @@ LAT_BOUNDARIES = (41.85, 41.9, 41.95)
 LON_BOUNDARIES = (-87.7, -87.6)
 FREQUENCY_THRESHOLD = 10
 
-F, T = Feature, Transform
-DEEP, BOTH = ModelPart.DEEP, ModelPart.BOTH
+K = kinds
+DEEP, BOTH, WIDE = ModelPart.DEEP, ModelPart.BOTH, ModelPart.WIDE
 FEATURES = (
-    F("row", ("row",), T.IDENTITY, ModelPart.WIDE, {"num_buckets": 10**9}, default=-1),
-    F("x_mean", ("x",), T.NUMERIC, DEEP, {"impute": "mean"}),
-    F("x_median", ("x",), T.NUMERIC, DEEP, {"impute": "median"}),
-    F("x_clip", ("x",), T.NUMERIC, DEEP, {"clip": (0.01, 0.99)}, default=0.0),
-    F("x_clean_z", ("x",), T.ZSCORE, DEEP, {"impute": "mean", "clip": (0.05, 0.95)}),
-    F("x_log_z", ("x",), T.LOG_ZSCORE, DEEP, {"impute": "median"}),
-    F("y_01", ("y",), T.SCALE_0_1, DEEP, default=0.0),
-    F("y_01_clip", ("y",), T.SCALE_0_1, DEEP, {"clip": (0.01, 0.99)}, default=0.0),
-    F("y_bucket", ("y",), T.QUANTILE_BUCKET, BOTH, {"num_buckets": 4}, default=0.0),
-    F("x_bucket", ("x",), T.QUANTILE_BUCKET, BOTH, {"num_buckets": 4, "impute": "mean"}),
-    F(
+    Feature("row", "row", K.Identity(num_buckets=10**9), WIDE, default=-1),
+    Feature("x_mean", "x", K.Numeric(impute="mean"), DEEP),
+    Feature("x_median", "x", K.Numeric(impute="median"), DEEP),
+    Feature("x_clip", "x", K.Numeric(clip=(0.01, 0.99)), DEEP, default=0.0),
+    Feature("x_clean_z", "x", K.ZScore(impute="mean", clip=(0.05, 0.95)), DEEP),
+    Feature("x_log_z", "x", K.LogZScore(impute="median"), DEEP),
+    Feature("y_01", "y", K.Scale01(), DEEP, default=0.0),
+    Feature("y_01_clip", "y", K.Scale01(clip=(0.01, 0.99)), DEEP, default=0.0),
+    Feature("y_bucket", "y", K.QuantileBucket(num_buckets=4), BOTH, default=0.0),
+    Feature("x_bucket", "x", K.QuantileBucket(num_buckets=4, impute="mean"), BOTH),
+    Feature(
         "city_vocab",
-        ("city",),
-        T.VOCABULARY,
+        "city",
+        K.Vocabulary(frequency_threshold=FREQUENCY_THRESHOLD, num_oov_buckets=3),
         BOTH,
-        {"frequency_threshold": FREQUENCY_THRESHOLD, "num_oov_buckets": 3},
         default="",
     ),
-    F("city_top2", ("city",), T.VOCABULARY, BOTH, {"top_k": 2, "num_oov_buckets": 1}, default=""),
-    F("city_onehot", ("city",), T.ONE_HOT, DEEP, {"top_k": 8, "num_oov_buckets": 2}, default=""),
-    F(
+    Feature("city_top2", "city", K.Vocabulary(top_k=2, num_oov_buckets=1), BOTH, default=""),
+    Feature("city_onehot", "city", K.OneHot(top_k=8, num_oov_buckets=2), DEEP, default=""),
+    Feature(
         "tags_multi",
-        ("tags",),
-        T.MULTI_HOT,
+        "tags",
+        K.MultiHot(top_k=3, num_oov_buckets=1, delimiter="|"),
         DEEP,
-        {"top_k": 3, "num_oov_buckets": 1, "delimiter": "|"},
         default="",
     ),
-    F("city_hash", ("city",), T.HASH, BOTH, {"hash_buckets": 64}, default=""),
-    F("w_hash", ("w",), T.HASH, BOTH, {"hash_buckets": 16}, default=0),
-    F("xyw_pca", ("x", "y", "w"), T.PCA, DEEP, {"output_dim": 2, "log": True}, default=0.0),
-    F(
+    Feature("city_hash", "city", K.Hash(hash_buckets=64), BOTH, default=""),
+    Feature("w_hash", "w", K.Hash(hash_buckets=16), BOTH, default=0),
+    Feature("xyw_pca", ("x", "y", "w"), K.PCA(output_dim=2, log=True), DEEP, default=0.0),
+    Feature(
         "xyw_pca_cov",
         ("x", "y", "w"),
-        T.PCA,
+        K.PCA(output_dim=2, log=True, standardize=False),
         DEEP,
-        {"output_dim": 2, "log": True, "standardize": False},
         default=0.0,
     ),
-    F("xy_poly", ("x", "y"), T.POLYNOMIAL, DEEP, {"impute": "mean", "degree": 3}),
-    F(
+    Feature("xy_poly", ("x", "y"), K.Polynomial(impute="mean", degree=3), DEEP),
+    Feature(
         "cell_fixed",
         ("lat", "lon"),
-        T.GEO_CELL,
+        K.GeoCell(lat_boundaries=LAT_BOUNDARIES, lon_boundaries=LON_BOUNDARIES),
         BOTH,
-        {"lat_boundaries": LAT_BOUNDARIES, "lon_boundaries": LON_BOUNDARIES},
     ),
-    F("cell_quantile", ("lat", "lon"), T.GEO_CELL, BOTH, {"lat_buckets": 4, "lon_buckets": 3}),
+    Feature("cell_quantile", ("lat", "lon"), K.GeoCell(lat_buckets=4, lon_buckets=3), BOTH),
 )
 FLOAT, INT, STRING = ColumnType.FLOAT64, ColumnType.INT64, ColumnType.STRING
 BLOCKS = DatasetDefinition(
@@ -111,9 +108,10 @@ BLOCKS = DatasetDefinition(
         Column("lon", FLOAT),
         Column("tip", FLOAT),
     ),
-    label=ThresholdLabel("big", numerator="tip", denominator="y", threshold=0.2),
+    label=BinaryLabel("big", "tip", ">", 0.2, scale_column="y"),
     features=FEATURES,
-    label_only_columns=("tip",),
+    split=SplitSettings(key_columns=("row",)),
+    unknown_at_serving=("tip",),
 )
 
 
@@ -128,17 +126,20 @@ def make_table(rows: int, seed: int) -> pa.Table:
         missing = rng.random(rows) < rate
         return [None if m else v.item() for v, m in zip(values, missing, strict=True)]
 
+    y = 2 * x + rng.normal(0, 1, rows)
+    tip = rng.random(rows)
     return pa.table(
         {
             "row": pa.array(np.arange(rows), pa.int64()),
             "x": pa.array(with_nulls(x, 0.1), pa.float64()),
-            "y": pa.array(2 * x + rng.normal(0, 1, rows), pa.float64()),
+            "y": pa.array(y, pa.float64()),
             "w": pa.array(with_nulls(rng.integers(0, 100, rows), 0.05), pa.int64()),
             "city": pa.array(with_nulls(city, 0.05), pa.string()),
             "tags": pa.array(rng.choice(TAG_SETS, rows).tolist(), pa.string()),
             "lat": pa.array(with_nulls(rng.normal(41.9, 0.05, rows), 0.05), pa.float64()),
             "lon": pa.array(with_nulls(rng.normal(-87.65, 0.06, rows), 0.05), pa.float64()),
-            "tip": pa.array(rng.random(rows), pa.float64()),
+            "tip": pa.array(tip, pa.float64()),
+            "big": pa.array((tip > 0.2 * y).astype(np.int64), pa.int64()),
         }
     )
 
@@ -154,7 +155,7 @@ def raw(table) -> dict[str, list]:
     out = {}
     for name in table.column_names:
         values = table.column(name).to_pylist()
-        if BLOCKS.column(name).type is FLOAT:
+        if BLOCKS.split_column(name).type is FLOAT:
             values = [None if v is None else float(np.float32(v)) for v in values]
         out[name] = values
     return out
@@ -590,29 +591,34 @@ def test_pca_canonical_signs():
 @pytest.mark.parametrize(
     "feature, message",
     [
-        (F("p", ("x", "y"), T.PCA, DEEP, {"output_dim": 3}), "output_dim"),
-        (F("g", ("lat", "lon"), T.GEO_CELL, BOTH, {"lat_buckets": 4}), "geo_cell needs"),
-        (F("g", ("lat",), T.GEO_CELL, BOTH, {"lat_buckets": 4, "lon_buckets": 4}), "2 input"),
-        (F("v", ("city",), T.VOCABULARY, BOTH, {"num_oov_buckets": 0}), "num_oov_buckets"),
-        (F("v", ("city",), T.VOCABULARY, BOTH, {"top_k": 5}), "needs params"),
-        (F("m", ("x",), T.MULTI_HOT, DEEP, {"top_k": 5, "num_oov_buckets": 1}), "STRING"),
-        (F("z", ("x",), T.ZSCORE, DEEP, {"impute": "mode"}), "impute"),
-        (F("z", ("x",), T.ZSCORE, DEEP, {"clip": (0.99, 0.01)}), "clip"),
-        (F("z", ("x",), T.ZSCORE, DEEP, {"clip": (0.0001, 0.99)}), "0.001"),
-        (F("z", ("city",), T.ZSCORE, DEEP), "numeric"),
-        (F("h", ("city",), T.HASH, BOTH, {"buckets": 4}), "unknown params"),
+        (Feature("p", ("x", "y"), K.PCA(output_dim=3), DEEP), "output_dim 3 exceeds the 2 inputs"),
+        (Feature("g", ("lat", "lon"), K.GeoCell(lat_buckets=4), BOTH), "geo cells need"),
+        (Feature("g", "lat", K.GeoCell(lat_buckets=4, lon_buckets=4), BOTH), "takes 2 input"),
+        (Feature("v", "city", K.Vocabulary(num_oov_buckets=0), BOTH), "num_oov_buckets"),
+        (Feature("m", "x", K.MultiHot(top_k=5, num_oov_buckets=1), DEEP), "STRING inputs"),
+        (Feature("z", "x", K.ZScore(impute="mode"), DEEP), "impute"),
+        (Feature("z", "x", K.ZScore(clip=(0.99, 0.01)), DEEP), "clip"),
+        (Feature("z", "x", K.ZScore(clip=(0.0001, 0.99)), DEEP), "0.001"),
+        (Feature("z", "city", K.ZScore(), DEEP), "FLOAT64/INT64 inputs; 'city' is STRING"),
+        (Feature("c", ("city", "w"), K.Cross(hash_buckets=8), BOTH, default=0), "does not fit"),
+        (Feature("t", "x", K.CalendarPart(part="hour"), BOTH), "TIMESTAMP inputs"),
+        (Feature("t", "row", K.CalendarPart(part="week"), BOTH), "part must be one of"),
+        (Feature("t", "row", K.CyclicalTime(timezone="Mars/Olympus"), BOTH), "unknown time zone"),
+        (Feature("h", "x", K.ClockTime(output="seconds"), BOTH), "output must be one of"),
     ],
 )
-def test_definition_rejects_bad_features(feature, message):
-    with pytest.raises(ValueError, match=message):
-        DatasetDefinition(
-            name="bad",
-            table="bad.rows",
-            columns=BLOCKS.columns,
-            label=BLOCKS.label,
-            features=(feature,),
-            label_only_columns=("tip",),
-        )
+def test_definition_rejects_bad_features_naming_them(feature, message):
+    with pytest.raises(DefinitionError, match=message) as error:
+        dataclasses.replace(BLOCKS, features=(feature,))
+    assert f"feature {feature.name!r}" in str(error.value)
+
+
+def test_kind_parameters_are_typed_keywords():
+    """A required parameter missing or an unknown one fails where the kind is written."""
+    with pytest.raises(TypeError, match="top_k"):
+        K.OneHot()
+    with pytest.raises(TypeError, match="buckets"):
+        K.Hash(buckets=4)
 
 
 def test_eager_calls_leave_no_schema_annotations_behind():

@@ -1,10 +1,10 @@
 """Preprocessing building blocks, each a small TensorFlow function.
 
-Instance-level blocks (constant imputation, log, cyclical time, hashing, crosses, polynomial
-terms, one-hot) only look at the row at hand. Full-pass blocks call a ``tft`` analyzer: during
-*analyze* TFT computes the statistic over the whole training split (means, variances, quantiles,
-vocabularies, principal components), and afterwards the statistic is a constant in the transform
-graph, the same constant for train, eval, test and serving.
+Instance-level blocks (constant imputation, log, hashing, crosses, polynomial terms, one-hot;
+calendar and clock parts are in ``transforms.calendar``) only look at the row at hand. Full-pass
+blocks call a ``tft`` analyzer: during *analyze* TFT computes the statistic over the whole
+training split (means, variances, quantiles, vocabularies, principal components), and afterwards
+the statistic is a constant in the transform graph, the same for train, eval, test and serving.
 
 All raw inputs are batches: a ``tf.SparseTensor`` of shape ``[batch, 1]`` for a nullable raw
 column (that is how both TFXIO and ``tf.io.parse_example`` hand over a VarLen feature) or a dense
@@ -34,10 +34,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
 
-SECONDS_PER_HOUR = 3600
-SECONDS_PER_DAY = 86400
-# 1970-01-01 was a Thursday; with Sunday = 0 that is day 4.
-EPOCH_DAY_OF_WEEK = 4
 # Rank error of the quantile sketches behind median imputation and outlier clipping: the
 # returned quantile of fraction q lies between the true quantiles of q - EPSILON and q + EPSILON.
 QUANTILE_EPSILON = 0.001
@@ -381,23 +377,6 @@ def hash_bucket(x: tf.Tensor, hash_buckets: int) -> tf.Tensor:
 
 
 # ---- construction ------------------------------------------------------------------------------
-
-
-def cyclical_time(timestamp_seconds: tf.Tensor) -> tf.Tensor:
-    """``[batch, 4]``: sin/cos of the hour of day and of the day of week of a Unix time (UTC).
-
-    Hour 23 and hour 0 are neighbours on the circle, which a plain integer hides from the model.
-    """
-    seconds = tf.cast(timestamp_seconds, tf.int64)
-    seconds_of_day = tf.math.floormod(seconds, SECONDS_PER_DAY)
-    hour = tf.cast(seconds_of_day, tf.float32) / SECONDS_PER_HOUR
-    day = tf.math.floormod(tf.math.floordiv(seconds, SECONDS_PER_DAY) + EPOCH_DAY_OF_WEEK, 7)
-    day = tf.cast(day, tf.float32) + hour / 24.0
-    hour_angle = hour * (2.0 * math.pi / 24.0)
-    day_angle = day * (2.0 * math.pi / 7.0)
-    return tf.stack(
-        [tf.sin(hour_angle), tf.cos(hour_angle), tf.sin(day_angle), tf.cos(day_angle)], axis=1
-    )
 
 
 def hashed_cross(values: list[tf.Tensor], hash_buckets: int) -> tf.Tensor:
