@@ -28,9 +28,9 @@ $(STAMP): pyproject.toml requirements/pipeline.lock
 	$(PY) -m pip install --quiet -c requirements/pipeline.lock -e '.[dev]'
 	touch $@
 
-# Fetches the Chicago taxi sample (checksum verified) and loads the embedded warehouse.
+# Fetches every shipped dataset's source (checksum verified) and loads its embedded warehouse.
 data: $(STAMP)
-	$(PY) -m pipeline.data prepare --data-dir $(DATA_DIR)
+	$(PY) -m pipeline.data prepare --all --data-dir $(DATA_DIR)
 
 # The validation report is checked in a real headless browser: Debian's chromium.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -51,7 +51,7 @@ lint: $(STAMP)
 
 lock: $(STAMP)
 	{ sed -n '1,/^# pyproject.toml/p' requirements/pipeline.lock; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^taxi-preprocessing'; } > requirements/pipeline.lock.new
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^preprocessing-pipeline'; } > requirements/pipeline.lock.new
 	mv requirements/pipeline.lock.new requirements/pipeline.lock
 
 clean:

@@ -1,17 +1,20 @@
-"""Synthetic taxi trips: determinism, shape, realistic relations, loading."""
+"""Synthetic taxi trips (pipeline/datasets/taxi/synthetic.py): determinism, shape, realistic
+relations, loading through ``pipeline.data``."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import synthetic
-from pipeline.data import build_synthetic_warehouse, read_sidecar
-from pipeline.datasets.taxi import TAXI
+from pipeline.data import build_synthetic_warehouse
+from pipeline.data.load import read_sidecar
+from pipeline.datasets import get_dataset, synthetic_generator
+
+TAXI = get_dataset("taxi")
+synthetic = synthetic_generator(TAXI)
 
 START = date(2024, 1, 1)
 
@@ -98,7 +101,10 @@ def test_missing_values_at_the_sample_rates(trips, column, sample_rate):
 
 def test_build_synthetic_warehouse_loads_typed_rows_once(tmp_path):
     db_path = tmp_path / "synthetic.duckdb"
-    assert build_synthetic_warehouse(db_path, rows=2_000, seed=9, start=START, days=10) == db_path
+    assert (
+        build_synthetic_warehouse(TAXI, db_path, rows=2_000, seed=9, start=START, days=10)
+        == db_path
+    )
     with duckdb.connect(str(db_path), read_only=True) as con:
         described = con.execute("DESCRIBE chicago_taxi_trips.taxi_trips").fetchall()
         rows, first, last, nulls = con.execute(
@@ -111,16 +117,5 @@ def test_build_synthetic_warehouse_loads_typed_rows_once(tmp_path):
     assert first >= datetime(2024, 1, 1) and last < datetime(2024, 1, 11)
     assert read_sidecar(db_path)["seed"] == 9
     mtime = db_path.stat().st_mtime_ns
-    build_synthetic_warehouse(db_path, rows=2_000, seed=9, start=START, days=10)
+    build_synthetic_warehouse(TAXI, db_path, rows=2_000, seed=9, start=START, days=10)
     assert db_path.stat().st_mtime_ns == mtime  # same arguments: reused
-
-
-def test_generation_is_vectorized_enough():
-    """Half a million rows in well under a few seconds (5M rows must stay practical)."""
-    import time
-
-    started = time.perf_counter()
-    frame = synthetic.generate_chunk(seed=1, chunk=0, rows=500_000, start=START, days=365)
-    assert len(frame) == 500_000
-    assert time.perf_counter() - started < 5
-    assert np.isfinite(frame["fare"]).all()

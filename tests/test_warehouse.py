@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from collections import Counter
 from datetime import UTC, date, datetime
@@ -16,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 import sqlglot
 
-from pipeline import sample, storage
-from pipeline.data import build_synthetic_warehouse, ensure_taxi_warehouse
-from pipeline.datasets.taxi import TAXI
-from pipeline.warehouse import SPLIT_NAMES, BigQueryOptions, SplitConfig, run_split
+from pipeline import storage
+from pipeline.data import build_synthetic_warehouse, ensure_warehouse
+from pipeline.datasets import get_dataset
+from pipeline.warehouse import SPLIT_NAMES, BigQueryOptions, SplitConfig, TableProblem, run_split
+from pipeline.warehouse import cli as warehouse_cli
 from pipeline.warehouse import fingerprint as fp
 from pipeline.warehouse.bigquery_engine import BigQueryEngine
 from pipeline.warehouse.duckdb_engine import DuckDBEngine, transpile
@@ -34,6 +36,7 @@ from pipeline.warehouse.query import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLE = "chicago_taxi_trips.taxi_trips"
+TAXI = get_dataset("taxi")
 
 # FARM_FINGERPRINT values published for BigQuery: the hash-functions reference page example
 # (CONCAT of CAST(x AS STRING), y, CAST(z AS STRING)) and ZetaSQL's compliance tests.
@@ -55,20 +58,20 @@ DOCUMENTED_FINGERPRINTS = {
 
 @pytest.fixture(scope="session")
 def taxi_db() -> Path:
-    return ensure_taxi_warehouse(REPO_ROOT / "data")
+    return ensure_warehouse(TAXI, REPO_ROOT / "data")
 
 
 @pytest.fixture(scope="module")
 def taxi_default(taxi_db, tmp_path_factory):
     out = tmp_path_factory.mktemp("default") / "splits"
-    return run_split(SplitConfig(warehouse=taxi_db), out)
+    return run_split(SplitConfig(TAXI, warehouse=taxi_db), out)
 
 
 @pytest.fixture(scope="module")
 def dirty_db(tmp_path_factory) -> Path:
     """2,000 synthetic trips with known defects, one per kind, to count what each filter removes."""
     db = tmp_path_factory.mktemp("dirty") / "warehouse.duckdb"
-    build_synthetic_warehouse(db, rows=2_000, seed=11, start=date(2024, 1, 1), days=60)
+    build_synthetic_warehouse(TAXI, db, rows=2_000, seed=11, start=date(2024, 1, 1), days=60)
     with duckdb.connect(str(db)) as con:
         con.execute("CREATE TEMP TABLE ids AS SELECT rowid AS id FROM " + TABLE)
         defects = {
@@ -129,8 +132,9 @@ def test_split_files_have_the_definition_layout(taxi_default):
             c.name,
             {"INT64": "int64", "FLOAT64": "double", "STRING": "string"}[c.type.split_file_type],
         )
-        for c in TAXI.columns
+        for c in TAXI.split_file_columns
     ]
+    assert expected[-1] == ("big_tipper", "int64")  # the label the SQL computed
     for split in SPLIT_NAMES:
         files = sorted(Path(taxi_default.split_dirs[split]).glob("part-*.parquet"))
         assert files, split
@@ -143,11 +147,12 @@ def test_default_split_counts_add_up_and_shares_match_ratios(taxi_default):
     assert taxi_default.input_rows == 15_002
     assert taxi_default.input_rows == sum(rows.values()) + sum(taxi_default.removed_rows.values())
     assert list(taxi_default.removed_rows) == [
-        "label_present",
-        "required_present",
         "fare_non_negative",
         "trip_seconds_non_negative",
+        "label_present",
+        "required_present",
     ]
+    assert taxi_default.duplicate_rows == 0
     for split, ratio in zip(SPLIT_NAMES, (0.8, 0.1, 0.1), strict=True):
         assert abs(rows[split] / sum(rows.values()) - ratio) < 0.01, split
 
@@ -174,7 +179,7 @@ def test_split_is_a_pure_function_of_key_and_salt(taxi_default):
 
 
 def test_same_sql_source_for_both_engines(taxi_db, tmp_path, gcs_bucket):
-    config = SplitConfig(warehouse=taxi_db, stratify_by="big_tipper", oversample_target=0.5)
+    config = SplitConfig(TAXI, warehouse=taxi_db, stratify_by="big_tipper", oversample_target=0.5)
     bigquery_config = dataclasses.replace(
         config, engine="bigquery", bigquery=BigQueryOptions("my-proj", "work")
     )
@@ -190,7 +195,7 @@ def test_same_sql_source_for_both_engines(taxi_db, tmp_path, gcs_bucket):
 
 def test_salt_and_key_columns_decide_the_assignment(taxi_db, tmp_path):
     def assignment(salt: str, key_columns=None) -> dict[tuple, str]:
-        config = SplitConfig(warehouse=taxi_db, salt=salt, key_columns=key_columns)
+        config = SplitConfig(TAXI, warehouse=taxi_db, salt=salt, key_columns=key_columns)
         result = run_split(config, tmp_path / str(len(list(tmp_path.iterdir()))))
         return {
             tuple(row.values()): split
@@ -209,7 +214,7 @@ def test_salt_and_key_columns_decide_the_assignment(taxi_db, tmp_path):
 
 
 def test_stratified_split_keeps_each_stratum_share(taxi_db, tmp_path):
-    config = SplitConfig(warehouse=taxi_db, stratify_by="payment_type")
+    config = SplitConfig(TAXI, warehouse=taxi_db, stratify_by="payment_type")
     result = run_split(config, tmp_path / "splits")
     per_split = {s: Counter(read_split(result, s)["payment_type"].to_pylist()) for s in SPLIT_NAMES}
     strata = Counter()
@@ -223,14 +228,16 @@ def test_stratified_split_keeps_each_stratum_share(taxi_db, tmp_path):
 
 
 def test_stratified_by_label(taxi_db, tmp_path):
-    result = run_split(SplitConfig(warehouse=taxi_db, stratify_by="big_tipper"), tmp_path / "s")
+    result = run_split(
+        SplitConfig(TAXI, warehouse=taxi_db, stratify_by="big_tipper"), tmp_path / "s"
+    )
     rates = {s: sum(label(read_split(result, s))) / result.split_rows[s] for s in SPLIT_NAMES}
     assert max(rates.values()) - min(rates.values()) < 0.005
 
 
 def test_oversampling_reaches_target_in_train_only(taxi_db, tmp_path):
-    natural = run_split(SplitConfig(warehouse=taxi_db), tmp_path / "natural")
-    config = SplitConfig(warehouse=taxi_db, oversample_target=0.6)
+    natural = run_split(SplitConfig(TAXI, warehouse=taxi_db), tmp_path / "natural")
+    config = SplitConfig(TAXI, warehouse=taxi_db, oversample_target=0.6)
     over = run_split(config, tmp_path / "over")
     train = label(read_split(over, "train"))
     positives, negatives = sum(train), len(train) - sum(train)
@@ -245,12 +252,12 @@ def test_oversampling_reaches_target_in_train_only(taxi_db, tmp_path):
 
 
 def test_filter_counts_are_exact_and_add_up(dirty_db, tmp_path):
-    result = run_split(SplitConfig(warehouse=dirty_db), tmp_path / "splits")
+    result = run_split(SplitConfig(TAXI, warehouse=dirty_db), tmp_path / "splits")
     assert result.removed_rows == {
-        "label_present": 7,
-        "required_present": 5,
         "fare_non_negative": 9,
         "trip_seconds_non_negative": 3,
+        "label_present": 7,
+        "required_present": 5,
     }
     assert result.input_rows == 2_000 == sum(result.split_rows.values()) + 24
     kept = pa.concat_tables(read_split(result, s) for s in SPLIT_NAMES)
@@ -259,15 +266,51 @@ def test_filter_counts_are_exact_and_add_up(dirty_db, tmp_path):
     assert None in durations and all(d is None or d >= 0 for d in durations)
 
 
+def test_nan_is_missing_never_a_value_and_never_a_label(dirty_db, tmp_path):
+    """DuckDB orders NaN above every number, so ``NaN > 0.2 * fare`` would be TRUE and
+    ``NaN >= 0`` would keep the row: the SQL must say what NaN means, and it means missing."""
+    db = tmp_path / "nan.duckdb"
+    db.write_bytes(dirty_db.read_bytes())
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"UPDATE {TABLE} SET tips = 'NaN'::DOUBLE WHERE rowid BETWEEN 100 AND 109")
+        con.execute(f"UPDATE {TABLE} SET fare = 'NaN'::DOUBLE WHERE rowid BETWEEN 110 AND 113")
+        con.execute(f"UPDATE {TABLE} SET trip_miles = 'NaN'::DOUBLE WHERE rowid = 114")
+    result = run_split(SplitConfig(TAXI, warehouse=db), tmp_path / "splits")
+    # 10 NaN tips (label source) and 4 NaN fares (required, and a label source) are removed.
+    assert result.removed_rows["label_present"] == 7 + 10 + 4
+    assert result.removed_rows["fare_non_negative"] == 9  # NaN passes as missing, then dropped
+    kept = pa.concat_tables(read_split(result, s) for s in SPLIT_NAMES)
+    assert not any(math.isnan(v) for v in kept["tips"].to_pylist())
+    assert any(v is not None and math.isnan(v) for v in kept["trip_miles"].to_pylist())
+    assert result.input_rows == sum(result.split_rows.values()) + sum(result.removed_rows.values())
+
+
+def test_the_label_is_computed_once_in_double_precision(tmp_path):
+    """A tip of exactly 20% is not above 20%: 2.03 > 0.2 * 10.15 is false in double precision
+    (and true in float32), so the split files carry the SQL's answer for TensorFlow to read."""
+    db = tmp_path / "boundary.duckdb"
+    build_synthetic_warehouse(TAXI, db, rows=200, seed=3, start=date(2024, 1, 1), days=5)
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"UPDATE {TABLE} SET fare = 10.15, tips = 2.03 WHERE rowid < 50")
+        con.execute(f"UPDATE {TABLE} SET fare = 10.15, tips = 2.04 WHERE rowid BETWEEN 50 AND 99")
+    result = run_split(SplitConfig(TAXI, warehouse=db), tmp_path / "splits")
+    kept = pa.concat_tables(read_split(result, s) for s in SPLIT_NAMES).to_pylist()
+    at_boundary = [r["big_tipper"] for r in kept if r["tips"] == 2.03 and r["fare"] == 10.15]
+    above = [r["big_tipper"] for r in kept if r["tips"] == 2.04 and r["fare"] == 10.15]
+    assert len(at_boundary) == len(above) == 50
+    assert set(at_boundary) == {0} and set(above) == {1}
+    assert all(r["big_tipper"] == int(r["tips"] > 0.2 * r["fare"]) for r in kept)
+
+
 def test_time_window_is_counted_first(dirty_db, tmp_path):
     start, end = datetime(2024, 1, 8), datetime(2024, 2, 1)
-    result = run_split(SplitConfig(warehouse=dirty_db, start=start, end=end), tmp_path / "s")
+    result = run_split(SplitConfig(TAXI, warehouse=dirty_db, start=start, end=end), tmp_path / "s")
     window = "COALESCE(trip_start_timestamp >= $start AND trip_start_timestamp < $end, FALSE)"
     with duckdb.connect(str(dirty_db), read_only=True) as con:
         expected = con.execute(
             f"SELECT COUNT(*) FILTER (WHERE NOT {window}), "
-            f"COUNT(*) FILTER (WHERE {window} AND tips IS NULL), "
-            f"COUNT(*) FILTER (WHERE {window} AND tips IS NOT NULL AND fare < 0) FROM {TABLE}",
+            f"COUNT(*) FILTER (WHERE {window} AND tips IS NULL AND NOT fare < 0), "
+            f"COUNT(*) FILTER (WHERE {window} AND fare < 0) FROM {TABLE}",
             {"start": start, "end": end},
         ).fetchone()
     removed = result.removed_rows
@@ -284,7 +327,7 @@ def test_time_window_is_counted_first(dirty_db, tmp_path):
 
 
 def test_sample_fraction_is_deterministic_and_counted(taxi_db, tmp_path):
-    config = SplitConfig(warehouse=taxi_db, sample_fraction=0.25)
+    config = SplitConfig(TAXI, warehouse=taxi_db, sample_fraction=0.25)
     first = run_split(config, tmp_path / "a")
     second = run_split(config, tmp_path / "b")
     assert first.split_rows == second.split_rows
@@ -305,8 +348,6 @@ def test_sample_fraction_is_deterministic_and_counted(taxi_db, tmp_path):
         ("key_columns", ("fare", "fare OR 1=1"), "key column"),
         ("key_columns", ("driver_id",), "not a column"),
         ("stratify_by", "payment_type = 'Cash'", "stratify-by column"),
-        ("non_negative", ("fare) OR (1=1",), "non-negative filter column"),
-        ("non_negative", ("company",), "not numeric"),
         ("sample_fraction", 1.5, "sample fraction"),
         ("ratios", (0.8, 0.3, 0.1), "split ratios"),
         ("engine", "sqlite", "engine"),
@@ -314,7 +355,7 @@ def test_sample_fraction_is_deterministic_and_counted(taxi_db, tmp_path):
 )
 def test_bad_identifiers_and_values_are_refused(field, value, message):
     with pytest.raises(ValueError, match=message):
-        SplitConfig(**{field: value})
+        SplitConfig(TAXI, warehouse=Path("w.duckdb"), **{field: value})
 
 
 @pytest.mark.parametrize(
@@ -333,7 +374,7 @@ def test_bad_bigquery_options_are_refused(options, message):
 
 def test_values_travel_as_parameters_never_in_the_sql(taxi_db, tmp_path):
     salt = "x'); DROP TABLE chicago_taxi_trips.taxi_trips; --"
-    config = SplitConfig(warehouse=taxi_db, salt=salt, sample_fraction=0.5)
+    config = SplitConfig(TAXI, warehouse=taxi_db, salt=salt, sample_fraction=0.5)
     for query in (split_query(config), filter_counts_query(config)):
         assert salt not in query.sql and query.params["salt"] == salt
     result = run_split(config, tmp_path / "splits")
@@ -347,7 +388,7 @@ def test_parameter_mapping_is_exact():
         Query("q", "SELECT @a + @b", {"a": 1})
     with pytest.raises(ValueError, match="parameters mismatch"):
         Query("q", "SELECT @a", {"a": 1, "extra": 2})
-    query = split_query(SplitConfig(start=datetime(2015, 1, 1), sample_fraction=0.5))
+    query = split_query(SplitConfig(TAXI, start=datetime(2015, 1, 1), sample_fraction=0.5))
     placeholders = {
         p.name
         for p in sqlglot.parse_one(transpile(query), read="duckdb").find_all(
@@ -368,13 +409,13 @@ def test_failed_run_leaves_no_output_dir(taxi_db, tmp_path, monkeypatch):
 
     monkeypatch.setattr(DuckDBEngine, "write_splits", write_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        run_split(SplitConfig(warehouse=taxi_db), tmp_path / "splits")
+        run_split(SplitConfig(TAXI, warehouse=taxi_db), tmp_path / "splits")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sql_error_leaves_no_output_dir(taxi_db, tmp_path):
-    config = SplitConfig(warehouse=taxi_db, table="chicago_taxi_trips.missing_table")
-    with pytest.raises(duckdb.CatalogException):
+def test_a_missing_table_is_a_verdict_naming_it_and_leaves_no_output_dir(taxi_db, tmp_path):
+    config = SplitConfig(TAXI, warehouse=taxi_db, table="chicago_taxi_trips.missing_table")
+    with pytest.raises(TableProblem, match=r"chicago_taxi_trips\.missing_table does not exist"):
         run_split(config, tmp_path / "splits")
     assert list(tmp_path.iterdir()) == []
 
@@ -384,9 +425,9 @@ def test_existing_output_is_kept_unless_overwrite(taxi_db, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("old")
     with pytest.raises(FileExistsError):
-        run_split(SplitConfig(warehouse=taxi_db), out)
+        run_split(SplitConfig(TAXI, warehouse=taxi_db), out)
     assert (out / "keep.txt").read_text() == "old"
-    result = run_split(SplitConfig(warehouse=taxi_db), out, overwrite=True)
+    result = run_split(SplitConfig(TAXI, warehouse=taxi_db), out, overwrite=True)
     assert not (out / "keep.txt").exists() and result.split_rows["train"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["splits"]
 
@@ -407,6 +448,17 @@ class FakeRow(dict):
     pass
 
 
+@dataclasses.dataclass
+class FakeField:
+    name: str
+    field_type: str
+
+
+@dataclasses.dataclass
+class FakeTable:
+    schema: list
+
+
 class FakeRows(list):
     total_rows: int = 0
 
@@ -421,11 +473,21 @@ class FakeJob:
 
 
 class FakeBigQueryClient:
-    """Records every job; answers the filter counts and per-split row totals."""
+    """Records every job; answers the filter counts, per-split row totals and the source
+    table's schema (the definition's columns as BigQuery field types)."""
 
-    def __init__(self, split_rows: dict[str, int] | None = None) -> None:
+    def __init__(self, split_rows: dict[str, int] | None = None, schema=None) -> None:
         self.calls: list[dict] = []
         self.split_rows = split_rows or {"train": 76, "eval": 9, "test": 9}
+        fields = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "STRING": "STRING"}
+        self.schema = schema or [
+            FakeField(c.name, fields.get(c.type.value, c.type.value)) for c in TAXI.columns
+        ]
+        self.tables_read: list[str] = []
+
+    def get_table(self, table_id):
+        self.tables_read.append(table_id)
+        return FakeTable(self.schema)
 
     def query(self, sql, job_config=None, location=None, job_id_prefix=None):
         self.calls.append(
@@ -435,7 +497,9 @@ class FakeBigQueryClient:
         params = {p.name: p.value for p in job_config.query_parameters}
         if "AS input_rows" in sql:
             names = list(sqlglot.parse_one(sql, read="bigquery").named_selects)
-            rows.append(FakeRow({n: 100 if n == "input_rows" else 1 for n in names}))
+            counts = {n: 100 if n == "input_rows" else 1 for n in names}
+            counts["duplicate_rows"] = 0
+            rows.append(FakeRow(counts))
         elif "split" in params:  # 100 rows in, 6 filters removing one each: 94 kept
             rows.total_rows = self.split_rows[params["split"]]
         return FakeJob(rows, total_bytes=1_000_000)
@@ -447,7 +511,7 @@ def bigquery_run(gcs_bucket):
         project="my-proj", destination_dataset="work", location="EU", labels=(("run", "r1"),)
     )
     config = SplitConfig(
-        engine="bigquery", bigquery=options, start=datetime(2015, 1, 1), sample_fraction=0.5
+        TAXI, engine="bigquery", bigquery=options, start=datetime(2015, 1, 1), sample_fraction=0.5
     )
     client = FakeBigQueryClient()
     # An earlier attempt's export of this interval must not survive into this one's split dirs.
@@ -474,7 +538,7 @@ def test_bigquery_jobs_carry_parameters_location_and_labels(bigquery_run):
     assert params["start"] == ("TIMESTAMP", datetime(2015, 1, 1, tzinfo=UTC))
     assert params["sample_fraction"] == ("FLOAT64", 0.5)
     assert params["train_upper"] == ("INT64", 8000)
-    assert params["salt"] == ("STRING", config.salt)
+    assert params["salt"] == ("STRING", config.resolved_salt)
 
 
 def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
@@ -499,7 +563,8 @@ def test_bigquery_writes_a_table_and_an_export_per_split(bigquery_run):
 def test_bigquery_dry_run_reports_bytes():
     options = BigQueryOptions(project="my-proj", destination_dataset="work")
     client = FakeBigQueryClient()
-    report = BigQueryEngine(options, client).dry_run([split_query(SplitConfig())])
+    config = SplitConfig(TAXI, engine="bigquery", bigquery=options)
+    report = BigQueryEngine(options, client).dry_run([split_query(config)])
     assert report["total_bytes_processed"] == {"split": 1_000_000}
     config = client.calls[0]["config"]
     assert config.dry_run is True and config.use_query_cache is False
@@ -516,7 +581,7 @@ def test_table_refs_render_quoted_parts():
 
 def test_cli_prints_counts(taxi_db, tmp_path, capsys):
     out = tmp_path / "splits"
-    code = sample.main(
+    code = warehouse_cli.main(
         ["--db", str(taxi_db), "--output", str(out), "--split", "70,20,10", "--salt", "cli"]
     )
     report = json.loads(capsys.readouterr().out)
@@ -526,10 +591,11 @@ def test_cli_prints_counts(taxi_db, tmp_path, capsys):
 
 
 def test_cli_rejects_injection(taxi_db, tmp_path, capsys):
-    code = sample.main(
-        ["--db", str(taxi_db), "--output", str(tmp_path / "o"), "--stratify-by", "fare; DROP"]
-    )
-    assert code == 2
+    with pytest.raises(SystemExit) as exit_status:
+        warehouse_cli.main(
+            ["--db", str(taxi_db), "--output", str(tmp_path / "o"), "--stratify-by", "fare; DROP"]
+        )
+    assert exit_status.value.code == 2
     assert "stratify-by column" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -539,7 +605,7 @@ def test_pipeline_run_splits_on_bigquery_into_a_gcs_run_dir(gcs_bucket, monkeypa
     from pipeline import run as run_module
     from pipeline.warehouse import stage as stage_module
 
-    # 100 rows in, five filters (no sampling here) removing one each: 95 in the splits.
+    # 100 rows in, five filters (the window and the dataset's; no sampling) removing one each.
     client = FakeBigQueryClient({"train": 76, "eval": 10, "test": 9})
     monkeypatch.setattr(
         stage_module, "make_engine", lambda config: BigQueryEngine(config.bigquery, client)
@@ -553,14 +619,15 @@ def test_pipeline_run_splits_on_bigquery_into_a_gcs_run_dir(gcs_bucket, monkeypa
     )  # fmt: skip
     manifest = run_module.run(args, beam_args)
 
-    assert manifest["stages"]["data"] == {
+    data_record = manifest["stages"]["data"]
+    assert {k: data_record[k] for k in ("status", "engine", "table")} == {
         "status": "succeeded", "engine": "bigquery", "table": "raw.trips",
-        "seconds": manifest["stages"]["data"]["seconds"],
     }  # fmt: skip
     warehouse = manifest["stages"]["warehouse"]
     assert warehouse["engine"] == "bigquery"
     assert warehouse["split_dirs"]["train"] == f"{runs}/20240305/splits/train"
     assert manifest["rows_per_split"] == {"train": 76, "eval": 10, "test": 9}
+    assert client.tables_read == ["taxi-prod.raw.trips"]  # the source checked before splitting
     assert "`taxi-prod`.`raw`.`trips`" in client.calls[1]["sql"]
     # The interval reaches BigQuery as query parameters of the split query.
     params = {p.name: p.value for p in client.calls[1]["config"].query_parameters}
@@ -582,11 +649,11 @@ def test_pipeline_run_splits_on_bigquery_into_a_gcs_run_dir(gcs_bucket, monkeypa
 
 def test_pipeline_run_refuses_bigquery_without_project_and_dataset(tmp_path):
     from pipeline import run as run_module
-    from pipeline.stages import StageFailed
+    from pipeline.cli import UsageError
 
     args, beam_args = run_module.parse_args(
         ["--runs-dir", str(tmp_path), "--run-id", "x", "--warehouse-engine", "bigquery"]
     )
-    with pytest.raises(StageFailed, match="needs --bq-project and --bq-dataset"):
+    with pytest.raises(UsageError, match="needs --bq-project and --bq-dataset"):
         run_module.run(args, beam_args)
     assert list(tmp_path.iterdir()) == []  # nothing written before the flags were checked

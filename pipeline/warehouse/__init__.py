@@ -11,12 +11,14 @@ from pipeline.warehouse.config import (
     default_split_config,
 )
 from pipeline.warehouse.stage import SplitResult, dry_run, run_split
+from pipeline.warehouse.table_check import TableProblem
 
 __all__ = [
     "SPLIT_NAMES",
     "BigQueryOptions",
     "SplitConfig",
     "SplitResult",
+    "TableProblem",
     "default_split_config",
     "dry_run",
     "run_split",

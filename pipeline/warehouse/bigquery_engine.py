@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pipeline.dataset import DatasetDefinition
-from pipeline.warehouse.config import SPLIT_NAMES, BigQueryOptions
+from pipeline.definition import SPLIT_NAMES, DatasetDefinition
+from pipeline.warehouse.config import BigQueryOptions
 from pipeline.warehouse.engine import SplitOutput
 from pipeline.warehouse.identifiers import TableRef, validate_gcs_uri
 from pipeline.warehouse.query import Query, export_split_query, select_split_query
@@ -103,10 +103,20 @@ class BigQueryEngine:
             "total_bytes": sum(processed.values()),
         }
 
+    def describe_table(self, table: TableRef) -> dict[str, str] | None:
+        """Column name -> BigQuery field type of ``table``; None when it does not exist."""
+        from google.api_core.exceptions import NotFound
+
+        try:
+            found = self.client.get_table(table.api_id())
+        except NotFound:
+            return None
+        return {field.name: field.field_type for field in found.schema}
+
     def filter_counts(self, query: Query) -> tuple[dict[str, int], str]:
         _, rows = self.run(query)
         (row,) = list(rows)
-        return {k: int(v) for k, v in dict(row.items()).items()}, query.sql
+        return {k: int(v or 0) for k, v in dict(row.items()).items()}, query.sql
 
     def table(self, suffix: str) -> TableRef:
         """``<project>.<destination_dataset>.<prefix>_<suffix>``."""

@@ -1,12 +1,15 @@
-"""Command line of the warehouse stage: split the warehouse table into Parquet split dirs.
+"""Command line of the warehouse stage: split a dataset's table into Parquet split dirs.
 
-    python -m pipeline.sample --db data/warehouse.duckdb --output runs/x/splits
-    python -m pipeline.sample --db data/warehouse.duckdb --output out --split 70,15,15 \
+    python -m pipeline.warehouse --dataset NAME --output runs/x/splits
+    python -m pipeline.warehouse --dataset NAME --output out --split 70,15,15 \
         --stratify-by big_tipper --oversample-target 0.5 --start 2014-01-01 --end 2016-01-01
-    python -m pipeline.sample --engine bigquery --project my-proj --destination-dataset work \
+    python -m pipeline.warehouse --engine bigquery --project my-proj --destination-dataset work \
         --output gs://bucket/splits --dry-run
 
-Prints the counts (or, with --dry-run, the checked SQL) as JSON.
+``--db`` defaults to the dataset's embedded warehouse (``data/<dataset>/warehouse.duckdb``, built
+by ``python -m pipeline.data prepare``). Prints the counts (or, with --dry-run, the checked SQL)
+as JSON. Exit status 2 for a usage error, 3 for a verdict on the table (empty, missing column,
+wrong type, forbidden duplicates).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.cli import UsageError, add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import DuplicatePolicy
+from pipeline.verdicts import EXIT_VERDICT, Verdict
 from pipeline.warehouse import BigQueryOptions, SplitConfig, dry_run, run_split
-from pipeline.warehouse.config import DEFAULT_SALT, DEFAULT_WAREHOUSE
 
 
 def _timestamp(text: str) -> datetime:
@@ -49,23 +54,32 @@ def _label(text: str) -> tuple[str, str]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.sample",
+        prog="python -m pipeline.warehouse",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--db", type=Path, default=DEFAULT_WAREHOUSE, help="DuckDB warehouse file")
+    add_dataset_argument(p)
+    p.add_argument("--db", type=Path, help="DuckDB warehouse file (default: the dataset's)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where --db defaults to")
     p.add_argument("--output", required=True, help="output dir (gs:// URI for bigquery)")
     p.add_argument("--engine", choices=("duckdb", "bigquery"), default="duckdb")
     p.add_argument("--table", help="dataset.table (default: the dataset definition's)")
     p.add_argument("--start", type=_timestamp, help="inclusive, e.g. 2014-01-01")
     p.add_argument("--end", type=_timestamp, help="exclusive")
     p.add_argument("--sample-fraction", type=float, default=1.0)
-    p.add_argument("--split", type=_ratios, default=(0.8, 0.1, 0.1), help="train,eval,test")
+    p.add_argument("--split", type=_ratios, help="train,eval,test (default: the dataset's)")
     p.add_argument("--stratify-by", help="column or label name to stratify on")
     p.add_argument("--oversample-target", type=float, help="minority/majority ratio in train")
-    p.add_argument("--salt", default=DEFAULT_SALT)
+    p.add_argument("--salt", help="split salt (default: the dataset's)")
     p.add_argument("--key-columns", help="comma-separated columns of the row key")
-    p.add_argument("--allow-negative", action="store_true", help="drop the non-negative filters")
+    p.add_argument(
+        "--duplicates",
+        choices=[str(p) for p in DuplicatePolicy],
+        help="exact duplicate rows: keep, drop or block (default: the dataset's)",
+    )
+    p.add_argument(
+        "--no-row-filters", action="store_true", help="skip the dataset's own row filters"
+    )
     p.add_argument("--dry-run", action="store_true", help="check the SQL, run nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     bigquery = p.add_argument_group("bigquery engine")
@@ -79,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SplitConfig:
     """A validated :class:`SplitConfig`; bad input raises ``ValueError`` naming it."""
+    definition = dataset_from_args(args)
     options = None
     if args.engine == "bigquery":
         if not (args.project and args.destination_dataset):
@@ -89,12 +104,18 @@ def config_from_args(args: argparse.Namespace) -> SplitConfig:
             export_uri=args.output,
             location=args.location,
             destination_prefix=args.destination_prefix,
-            labels=tuple(args.label) or BigQueryOptions.labels,
+            labels=tuple(args.label) or (("pipeline", definition.name), ("stage", "warehouse")),
         )
     key_columns = tuple(args.key_columns.split(",")) if args.key_columns else None
+    warehouse = args.db
+    if warehouse is None and args.engine == "duckdb":
+        from pipeline.data import warehouse_path
+
+        warehouse = warehouse_path(definition, args.data_dir)
     return SplitConfig(
+        definition=definition,
         engine=args.engine,
-        warehouse=args.db,
+        warehouse=warehouse,
         table=args.table,
         ratios=args.split,
         salt=args.salt,
@@ -104,23 +125,29 @@ def config_from_args(args: argparse.Namespace) -> SplitConfig:
         end=args.end,
         stratify_by=args.stratify_by,
         oversample_target=args.oversample_target,
-        non_negative=() if args.allow_negative else SplitConfig.non_negative,
+        duplicates=DuplicatePolicy(args.duplicates) if args.duplicates else None,
+        apply_filters=not args.no_row_filters,
         bigquery=options,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    with exit_on_usage_error():
+        try:
+            config = config_from_args(args)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     try:
-        config = config_from_args(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        report = dry_run(config)
-    else:
-        result = run_split(config, args.output, overwrite=args.overwrite)
-        report = {k: v for k, v in result.to_manifest().items() if k not in ("sql", "source_sql")}
+        if args.dry_run:
+            report = dry_run(config)
+        else:
+            result = run_split(config, args.output, overwrite=args.overwrite)
+            skipped = ("sql", "source_sql")
+            report = {k: v for k, v in result.to_manifest().items() if k not in skipped}
+    except Verdict as verdict:
+        print(f"verdict: {verdict}", file=sys.stderr)
+        return EXIT_VERDICT
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 

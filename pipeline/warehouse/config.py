@@ -1,4 +1,9 @@
-"""Configuration of the warehouse stage, validated before any SQL is rendered."""
+"""Configuration of the warehouse stage, validated before any SQL is rendered.
+
+The dataset definition says how its rows are split and filtered (``DatasetDefinition.split``,
+``.filters``); a :class:`SplitConfig` adds what belongs to one run (engine, warehouse file, data
+interval, sampling) and may override the definition's split settings for an experiment.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,14 @@ import dataclasses
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets.taxi import TAXI
+from pipeline.definition import SPLIT_NAMES, DatasetDefinition, DuplicatePolicy, LabelKind
 from pipeline.warehouse import identifiers
 
-SPLIT_NAMES: tuple[str, str, str] = ("train", "eval", "test")
+__all__ = ["ENGINES", "HASH_BUCKETS", "SPLIT_NAMES", "BigQueryOptions", "SplitConfig"]
+
 ENGINES: tuple[str, ...] = ("duckdb", "bigquery")
 # Resolution of split boundaries: ratios become integer bucket boundaries out of this many.
 HASH_BUCKETS = 10_000
-DEFAULT_SALT = "split-v1"
-DEFAULT_WAREHOUSE = Path("data/warehouse.duckdb")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,7 @@ class BigQueryOptions:
     export_uri: str | None = None  # gs://bucket/prefix; one folder per split below it
     location: str = "US"
     destination_prefix: str = "split"
-    labels: tuple[tuple[str, str], ...] = (("pipeline", "taxi"), ("stage", "warehouse"))
+    labels: tuple[tuple[str, str], ...] = (("stage", "warehouse"),)
 
     def __post_init__(self) -> None:
         identifiers.validate_project(self.project)
@@ -44,26 +47,26 @@ class BigQueryOptions:
 class SplitConfig:
     """Everything that decides which rows land in which split.
 
-    Defaults reproduce the end-to-end run: hash split 80/10/10 on a key made of every column,
-    no sampling, no time window, and the filters label present, required columns present, fare
-    and trip_seconds non-negative (when present).
+    Fields left at ``None`` take the definition's split settings. ``apply_filters`` turns the
+    definition's row filters off (the label, required-column and duplicate rules always apply).
     """
 
-    definition: DatasetDefinition = TAXI
+    definition: DatasetDefinition
+    warehouse: Path | None = None  # DuckDB file (engine duckdb)
     engine: str = "duckdb"
-    warehouse: Path = DEFAULT_WAREHOUSE  # DuckDB file (engine duckdb)
     table: str | None = None  # dataset.table; default: the definition's table
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    salt: str = DEFAULT_SALT
-    key_columns: tuple[str, ...] | None = None  # default: every column of the definition
+    ratios: tuple[float, float, float] | None = None
+    salt: str | None = None
+    key_columns: tuple[str, ...] | None = None
     sample_fraction: float = 1.0
     start: datetime | None = None  # inclusive, on the definition's timestamp column
     end: datetime | None = None  # exclusive
     stratify_by: str | None = None  # a column, or the label's name
     oversample_target: float | None = None  # minority / majority in train after oversampling
+    duplicates: DuplicatePolicy | None = None
     require_label: bool = True
     require_non_nullable: bool = True
-    non_negative: tuple[str, ...] = ("fare", "trip_seconds")
+    apply_filters: bool = True
     bigquery: BigQueryOptions | None = None
 
     def __post_init__(self) -> None:
@@ -76,32 +79,59 @@ class SplitConfig:
         self._check_columns()
         if self.engine == "bigquery" and self.bigquery is None:
             raise ValueError("engine 'bigquery' needs BigQueryOptions (project, dataset, ...)")
-        if not isinstance(self.salt, str):
+        if not isinstance(self.resolved_salt, str):
             raise ValueError(f"invalid salt: {self.salt!r} (must be a string)")
+        if self.duplicates is not None:
+            DuplicatePolicy(self.duplicates)
 
-    # ---- derived values --------------------------------------------------------------------
+    # ---- resolved values -------------------------------------------------------------------
 
-    def table_ref(self) -> identifiers.TableRef:
-        """The validated source table (the BigQuery project added when that engine is used)."""
-        project = self.bigquery.project if self.bigquery else None
-        reference = self.table if self.table is not None else self.definition.table
-        if self.engine == "duckdb":
-            project = None
-        return identifiers.TableRef.parse(reference, project=project)
+    @property
+    def resolved_ratios(self) -> tuple[float, float, float]:
+        return tuple(self.ratios) if self.ratios is not None else self.definition.split.ratios
+
+    @property
+    def resolved_salt(self) -> str:
+        return self.salt if self.salt is not None else self.definition.split.salt
 
     @property
     def resolved_key_columns(self) -> tuple[str, ...]:
-        return self.key_columns or self.definition.column_names
+        return self.key_columns or self.definition.split.key_columns
+
+    @property
+    def resolved_stratify_by(self) -> str | None:
+        return self.stratify_by or self.definition.split.stratify_by
+
+    @property
+    def resolved_oversample_target(self) -> float | None:
+        if self.oversample_target is not None:
+            return self.oversample_target
+        return self.definition.split.oversample_target
+
+    @property
+    def resolved_duplicates(self) -> DuplicatePolicy:
+        return DuplicatePolicy(self.duplicates or self.definition.split.duplicates)
+
+    @property
+    def row_filters(self):
+        return self.definition.filters if self.apply_filters else ()
+
+    def table_ref(self) -> identifiers.TableRef:
+        """The validated source table (the BigQuery project added when that engine is used)."""
+        project = self.bigquery.project if self.bigquery and self.engine == "bigquery" else None
+        reference = self.table if self.table is not None else self.definition.table
+        return identifiers.TableRef.parse(reference, project=project)
 
     @property
     def split_boundaries(self) -> tuple[int, int]:
         """Upper bucket bounds (exclusive) of train and eval out of ``HASH_BUCKETS``."""
-        train = round(self.ratios[0] * HASH_BUCKETS)
-        return train, round((self.ratios[0] + self.ratios[1]) * HASH_BUCKETS)
+        ratios = self.resolved_ratios
+        train = round(ratios[0] * HASH_BUCKETS)
+        return train, round((ratios[0] + ratios[1]) * HASH_BUCKETS)
 
     @property
     def oversampling(self) -> bool:
-        return self.oversample_target is not None
+        return self.resolved_oversample_target is not None
 
     def to_dict(self) -> dict:
         """JSON-serializable view for manifests."""
@@ -110,38 +140,41 @@ class SplitConfig:
             "engine": self.engine,
             "warehouse": str(self.warehouse) if self.engine == "duckdb" else None,
             "table": self.table_ref().dotted(),
-            "ratios": dict(zip(SPLIT_NAMES, self.ratios, strict=True)),
-            "salt": self.salt,
+            "ratios": dict(zip(SPLIT_NAMES, self.resolved_ratios, strict=True)),
+            "salt": self.resolved_salt,
             "key_columns": list(self.resolved_key_columns),
             "sample_fraction": self.sample_fraction,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
-            "stratify_by": self.stratify_by,
-            "oversample_target": self.oversample_target,
+            "stratify_by": self.resolved_stratify_by,
+            "oversample_target": self.resolved_oversample_target,
+            "duplicates": str(self.resolved_duplicates),
             "require_label": self.require_label,
             "require_non_nullable": self.require_non_nullable,
-            "non_negative": list(self.non_negative),
+            "filters": [f.name for f in self.row_filters],
         }
 
     # ---- validation ------------------------------------------------------------------------
 
     def _check_ratios(self) -> None:
-        ratios = tuple(self.ratios)
+        ratios = tuple(self.resolved_ratios)
         if len(ratios) != 3 or any(not isinstance(r, int | float) for r in ratios):
-            raise ValueError(f"invalid split ratios: {self.ratios!r} (three numbers)")
+            raise ValueError(f"invalid split ratios: {ratios!r} (three numbers)")
         if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] == 0:
             raise ValueError(
-                f"invalid split ratios: {self.ratios!r} (non-negative, train > 0, sum to 1)"
+                f"invalid split ratios: {ratios!r} (non-negative, train > 0, sum to 1)"
             )
 
     def _check_fractions(self) -> None:
         if not isinstance(self.sample_fraction, int | float) or not (0 < self.sample_fraction <= 1):
             raise ValueError(f"invalid sample fraction: {self.sample_fraction!r} (in (0, 1])")
-        target = self.oversample_target
+        target = self.resolved_oversample_target
         if target is not None and (not isinstance(target, int | float) or not 0 < target <= 1):
             raise ValueError(
                 f"invalid oversample target: {target!r} (minority/majority ratio in (0, 1])"
             )
+        if target is not None and self.definition.label.kind is not LabelKind.BINARY:
+            raise ValueError("oversampling needs a binary label")
 
     def _check_window(self) -> None:
         for name in ("start", "end"):
@@ -159,16 +192,15 @@ class SplitConfig:
         definition = self.definition
         if self.key_columns is not None:
             identifiers.validate_columns(definition, tuple(self.key_columns), "key column")
-        for name in self.non_negative:
-            identifiers.validate_column(definition, name, "non-negative filter column")
-            if definition.column(name).type.value not in ("INT64", "FLOAT64"):
-                raise ValueError(f"invalid non-negative filter column: {name!r} is not numeric")
-        if self.stratify_by is not None and self.stratify_by != definition.label.name:
-            identifiers.validate_column(definition, self.stratify_by, "stratify-by column")
+        stratum = self.resolved_stratify_by
+        if stratum is not None and stratum != definition.label.name:
+            identifiers.validate_column(definition, stratum, "stratify-by column")
+        if stratum == definition.label.name and definition.label.kind is LabelKind.REGRESSION:
+            raise ValueError("cannot stratify by a regression label")
 
 
 def default_split_config(
-    definition: DatasetDefinition = TAXI,
+    definition: DatasetDefinition,
     *,
     start: str | date | datetime | None = None,
     end: str | date | datetime | None = None,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import SPLIT_NAMES, DatasetDefinition
 from pipeline.warehouse import fingerprint
-from pipeline.warehouse.config import SPLIT_NAMES
 from pipeline.warehouse.engine import SplitOutput
+from pipeline.warehouse.identifiers import TableRef
 from pipeline.warehouse.query import Query
 from pipeline.warehouse.schema import split_file_arrow_type
 
@@ -44,12 +44,12 @@ def duckdb_params(query: Query) -> dict[str, Any]:
 
 
 def expected_arrow_schema(definition: DatasetDefinition):
-    """The split files' schema: definition columns in order, TIMESTAMP as int64 seconds."""
+    """The split files' schema: definition columns in order (TIMESTAMP as int64 seconds), then
+    the label."""
     import pyarrow as pa
 
-    return pa.schema(
-        [(c.name, pa.type_for_alias(split_file_arrow_type(c.type))) for c in definition.columns]
-    )
+    columns = definition.split_file_columns
+    return pa.schema([(c.name, pa.type_for_alias(split_file_arrow_type(c.type))) for c in columns])
 
 
 class DuckDBEngine:
@@ -89,6 +89,19 @@ class DuckDBEngine:
             connection.close()
         return {"engine": self.name, "planned": [q.name for q in queries]}
 
+    def describe_table(self, table: TableRef) -> dict[str, str] | None:
+        """Column name -> DuckDB type of ``table``; None when it does not exist."""
+        connection = self.connect()
+        try:
+            rows = connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [table.dataset, table.table],
+            ).fetchall()
+        finally:
+            connection.close()
+        return {name: kind for name, kind in rows} or None
+
     def filter_counts(self, query: Query) -> tuple[dict[str, int], str]:
         sql = transpile(query)
         connection = self.connect()
@@ -98,7 +111,8 @@ class DuckDBEngine:
             row = cursor.fetchone()
         finally:
             connection.close()
-        return {n: int(v) for n, v in zip(names, row, strict=True)}, sql
+        # Over an empty table COUNTIF sums nothing: NULL on some engines, 0 on others.
+        return {n: int(v or 0) for n, v in zip(names, row, strict=True)}, sql
 
     def write_splits(
         self, query: Query, destination: str, definition: DatasetDefinition

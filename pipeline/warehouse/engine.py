@@ -12,7 +12,8 @@ import dataclasses
 from datetime import datetime
 from typing import Any, Protocol
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
+from pipeline.warehouse.identifiers import TableRef
 from pipeline.warehouse.query import Query
 
 
@@ -33,6 +34,10 @@ class Engine(Protocol):
 
     def dry_run(self, queries: list[Query]) -> dict[str, Any]:
         """Check the queries without running them; report what the engine can estimate."""
+        ...
+
+    def describe_table(self, table: TableRef) -> dict[str, str] | None:
+        """Column name -> engine type of the source table; None when it does not exist."""
         ...
 
     def filter_counts(self, query: Query) -> tuple[dict[str, int], str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 
 # GCP project ids: 6-30 chars, lowercase letters, digits and hyphens, starting with a letter.
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")

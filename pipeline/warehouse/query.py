@@ -15,7 +15,17 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from pipeline.dataset import ColumnType, DatasetDefinition
+from pipeline.definition import (
+    AtLeast,
+    AtMost,
+    BinaryLabel,
+    ColumnType,
+    DatasetDefinition,
+    DuplicatePolicy,
+    MultiClassLabel,
+    RegressionLabel,
+    RequirePresent,
+)
 from pipeline.warehouse.config import HASH_BUCKETS, SplitConfig, as_utc
 from pipeline.warehouse.identifiers import TableRef, validate_gcs_uri
 
@@ -42,6 +52,7 @@ class NamedFilter:
 
     name: str
     predicate: str  # BigQuery boolean expression over `source` columns, never NULL
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # ---- template handling ---------------------------------------------------------------------
@@ -96,19 +107,102 @@ def key_expression(definition: DatasetDefinition, columns: tuple[str, ...]) -> s
 
 
 def output_columns(definition: DatasetDefinition) -> str:
-    """The definition's columns in order; TIMESTAMPs leave as INT64 Unix seconds."""
+    """The definition's columns in order, cast to their types (a narrower integer or an integer
+    FLOAT64 column in the warehouse still leaves as the split files' type; TIMESTAMPs leave as
+    INT64 Unix seconds), then the label computed by :func:`label_value_expression`."""
     rendered = []
     for column in definition.columns:
         if column.type is ColumnType.TIMESTAMP:
             rendered.append(f"UNIX_SECONDS({column.name}) AS {column.name}")
         else:
-            rendered.append(column.name)
+            rendered.append(f"CAST({column.name} AS {column.type.value}) AS {column.name}")
+    rendered.append(f"_label_value AS {definition.label.name}")
     return ",\n  ".join(rendered)
 
 
-def label_expression(definition: DatasetDefinition) -> str:
+def label_value_expression(definition: DatasetDefinition) -> str:
+    """The label the model trains on, computed once, here, in double precision on the
+    warehouse's own values: 0/1 (binary), the class id (multi-class), the target (regression,
+    ``LN(1 + y)`` with ``log1p``). The transform reads it from the split files; recomputing it
+    in TensorFlow from float32 copies would flip rows exactly at a threshold (a 20% tip)."""
     label = definition.label
-    return f"({label.numerator} > @label_threshold * {label.denominator})"
+    expression, _ = label_expression(definition)
+    if isinstance(label, BinaryLabel):
+        return f"CAST(IF({expression}, 1, 0) AS INT64)"
+    if isinstance(label, MultiClassLabel):
+        return f"CAST({expression} AS INT64)"
+    if label.log1p:
+        return f"LN(1 + CAST({label.column} AS FLOAT64))"
+    return f"CAST({label.column} AS FLOAT64)"
+
+
+def row_text_expression(definition: DatasetDefinition) -> str:
+    """Every column as text (floats to 1e-6): equal texts are exact duplicate rows."""
+    return key_expression(definition, definition.column_names)
+
+
+def label_expression(definition: DatasetDefinition) -> tuple[str, dict[str, Any]]:
+    """``_label``: the binary rule (BOOL) or the class id (INT64); NULL for regression.
+
+    Only strata and oversampling read it; rows whose label cannot be computed are removed by
+    the ``label_present`` / ``label_valid`` filters before.
+    """
+    label = definition.label
+    if isinstance(label, BinaryLabel):
+        bound = "@label_threshold"
+        if label.scale_column is not None:
+            bound = f"@label_threshold * {label.scale_column}"
+        return f"({label.column} {label.op} {bound})", {"label_threshold": float(label.threshold)}
+    if isinstance(label, MultiClassLabel) and label.boundaries is None:
+        params = {f"label_class_{i}": name for i, name in enumerate(label.classes)}
+        cases = " ".join(f"WHEN @label_class_{i} THEN {i}" for i in range(len(label.classes)))
+        return f"(CASE {label.column} {cases} END)", params
+    if isinstance(label, MultiClassLabel):
+        params = {f"label_boundary_{i}": float(b) for i, b in enumerate(label.boundaries)}
+        terms = [f"IF({label.column} > @label_boundary_{i}, 1, 0)" for i in range(len(params))]
+        return "(" + " + ".join(terms) + ")", params
+    return "CAST(NULL AS INT64)", {}
+
+
+def present(definition: DatasetDefinition, column: str) -> str:
+    """``column`` carries a value: not NULL, and for FLOAT64 not NaN (NaN means missing)."""
+    if definition.column(column).type is ColumnType.FLOAT64:
+        return f"({column} IS NOT NULL AND NOT IS_NAN({column}))"
+    return f"{column} IS NOT NULL"
+
+
+def _missing(definition: DatasetDefinition, column: str) -> str:
+    if definition.column(column).type is ColumnType.FLOAT64:
+        return f"{column} IS NULL OR IS_NAN({column})"
+    return f"{column} IS NULL"
+
+
+def _label_filters(definition: DatasetDefinition) -> list[NamedFilter]:
+    label = definition.label
+    filters = [NamedFilter("label_present", _all_present(definition, label.source_columns))]
+    if isinstance(label, MultiClassLabel) and label.boundaries is None:
+        params = {f"valid_class_{i}": name for i, name in enumerate(label.classes)}
+        choices = ", ".join(f"@{name}" for name in params)
+        filters.append(NamedFilter("label_valid", f"{label.column} IN ({choices})", params))
+    if isinstance(label, RegressionLabel) and label.log1p:
+        filters.append(NamedFilter("label_valid", f"{label.column} > -1"))
+    return filters
+
+
+def _row_filter(definition: DatasetDefinition, row_filter) -> NamedFilter:
+    """A definition filter as SQL; missing values (NULL, NaN) pass bound filters."""
+    if isinstance(row_filter, RequirePresent):
+        return NamedFilter(row_filter.name, _all_present(definition, row_filter.columns))
+    param = f"{row_filter.name}_bound"
+    if isinstance(row_filter, AtLeast):
+        comparison, bound = ">=", float(row_filter.minimum)
+    elif isinstance(row_filter, AtMost):
+        comparison, bound = "<=", float(row_filter.maximum)
+    else:
+        raise TypeError(f"unknown row filter {row_filter!r}")
+    column = row_filter.column
+    predicate = f"{_missing(definition, column)} OR {column} {comparison} @{param}"
+    return NamedFilter(row_filter.name, predicate, {param: bound})
 
 
 def named_filters(config: SplitConfig) -> list[NamedFilter]:
@@ -119,102 +213,117 @@ def named_filters(config: SplitConfig) -> list[NamedFilter]:
         ts = definition.timestamp_column
         bounds = [f"{ts} >= @start"] if config.start else []
         bounds += [f"{ts} < @end"] if config.end else []
-        filters.append(NamedFilter("time_window", " AND ".join(bounds)))
+        params = {n: as_utc(getattr(config, n)) for n in ("start", "end") if getattr(config, n)}
+        filters.append(NamedFilter("time_window", " AND ".join(bounds), params))
+    # The dataset's own filters come first: a cancelled flight is "not_cancelled", not a row
+    # whose label happens to be missing.
+    filters += [_row_filter(definition, f) for f in config.row_filters]
     if config.require_label:
-        sources = definition.label.source_columns
-        filters.append(NamedFilter("label_present", _all_present(sources)))
+        filters += _label_filters(definition)
     if config.require_non_nullable:
         required = tuple(c.name for c in definition.columns if not c.nullable)
         if required:
-            filters.append(NamedFilter("required_present", _all_present(required)))
-    for name in config.non_negative:
-        predicate = f"{name} >= 0"
-        if definition.column(name).nullable:
-            predicate = f"{name} IS NULL OR {predicate}"
-        filters.append(NamedFilter(f"{name}_non_negative", predicate))
+            filters.append(NamedFilter("required_present", _all_present(definition, required)))
+    if config.resolved_duplicates is DuplicatePolicy.DROP:
+        filters.append(NamedFilter("duplicate", "_copy_number = 1"))
     if config.sample_fraction < 1:
         sample_hash = "FARM_FINGERPRINT(CONCAT(_key, '|', @salt, '|sample'))"
         bucket = f"MOD(ABS({sample_hash}), {SAMPLE_BUCKETS})"
         predicate = f"{bucket} < @sample_fraction * {SAMPLE_BUCKETS}"
-        filters.append(NamedFilter("sample", predicate))
+        params = {"salt": config.resolved_salt, "sample_fraction": float(config.sample_fraction)}
+        filters.append(NamedFilter("sample", predicate, params))
     return [dataclasses.replace(f, predicate=f"COALESCE({f.predicate}, FALSE)") for f in filters]
 
 
-def _all_present(columns: tuple[str, ...]) -> str:
-    return " AND ".join(f"{c} IS NOT NULL" for c in columns)
+def _all_present(definition: DatasetDefinition, columns: tuple[str, ...]) -> str:
+    return " AND ".join(present(definition, c) for c in columns)
 
 
 # ---- queries ---------------------------------------------------------------------------------
 
 
-def _source_cte(config: SplitConfig) -> str:
+def _source_cte(config: SplitConfig, with_copy_number: bool = False) -> str:
+    """The ``source`` CTE: the raw columns, the row key, the row text (exact duplicates share
+    it) and, when duplicates are dropped, each row's copy number among its duplicates."""
     definition = config.definition
-    columns = ",\n    ".join(definition.column_names)
+    row_text = row_text_expression(definition)
+    identity = f",\n    {row_text} AS _row_text"
+    if with_copy_number:
+        window = f"PARTITION BY {row_text} ORDER BY {row_text}"
+        identity += f",\n    ROW_NUMBER() OVER ({window}) AS _copy_number"
     return render(
         "source",
-        columns=columns,
+        columns=",\n    ".join(definition.column_names),
         key_expression=key_expression(definition, config.resolved_key_columns),
+        row_identity=identity,
         table=config.table_ref().bigquery_sql(),
     ).rstrip("\n")
 
 
-def _filter_params(config: SplitConfig) -> dict[str, Any]:
+def _params_of(filters: list[NamedFilter]) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    if config.start:
-        params["start"] = as_utc(config.start)
-    if config.end:
-        params["end"] = as_utc(config.end)
-    if config.sample_fraction < 1:
-        params["salt"] = config.salt
-        params["sample_fraction"] = float(config.sample_fraction)
+    for row_filter in filters:
+        params.update(row_filter.params)
     return params
 
 
+def _drops_duplicates(config: SplitConfig) -> bool:
+    return config.resolved_duplicates is DuplicatePolicy.DROP
+
+
 def filter_counts_query(config: SplitConfig) -> Query:
-    """Input row count and the rows each named filter removes (first failing filter wins)."""
+    """Input rows, exact duplicate rows, and the rows each named filter removes (a row is
+    charged to the first filter it fails)."""
     filters = named_filters(config)
     removed = []
     for index, current in enumerate(filters):
         passed = [f"{f.predicate}" for f in filters[:index]]
         condition = " AND ".join([*passed, f"NOT {current.predicate}"])
         removed.append(f",\n  COUNTIF({condition}) AS removed_{current.name}")
-    sql = render("filter_counts", source_cte=_source_cte(config), removed_counts="".join(removed))
-    return Query("filter_counts", sql, _filter_params(config))
+    sql = render(
+        "filter_counts",
+        source_cte=_source_cte(config, with_copy_number=_drops_duplicates(config)),
+        removed_counts="".join(removed),
+    )
+    return Query("filter_counts", sql, _params_of(filters))
 
 
 def split_query(config: SplitConfig) -> Query:
     """Rows of the kept data with their split, in the definition's column layout plus ``_split``."""
     definition = config.definition
     filters = named_filters(config)
-    if config.stratify_by is None:
+    stratify_by = config.resolved_stratify_by
+    if stratify_by is None:
         assignment = render("assign_hash")
     else:
-        stratum = "_label" if config.stratify_by == definition.label.name else config.stratify_by
+        stratum = "_label" if stratify_by == definition.label.name else stratify_by
         assignment = render("assign_stratified", stratum=stratum)
     columns = output_columns(definition)
     if config.oversampling:
         output = render("output_oversampled", output_columns=columns)
     else:
         output = render("output_plain", output_columns=columns)
+    label_sql, label_params = label_expression(definition)
     sql = render(
         "split",
-        source_cte=_source_cte(config),
-        label_expression=label_expression(definition),
+        source_cte=_source_cte(config, with_copy_number=_drops_duplicates(config)),
+        label_expression=label_sql,
+        label_value=label_value_expression(definition),
         filters="\n    AND ".join(f.predicate for f in filters) or "TRUE",
         assignment=assignment.rstrip("\n"),
         output=output.rstrip("\n"),
     )
     train_upper, eval_upper = config.split_boundaries
     params = {
-        **_filter_params(config),
-        "salt": config.salt,
-        "label_threshold": float(definition.label.threshold),
+        **_params_of(filters),
+        **label_params,
+        "salt": config.resolved_salt,
         "hash_buckets": HASH_BUCKETS,
         "train_upper": train_upper,
         "eval_upper": eval_upper,
     }
     if config.oversampling:
-        params["oversample_target"] = float(config.oversample_target)
+        params["oversample_target"] = float(config.resolved_oversample_target)
     return Query("split", sql, params)
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import storage
-from pipeline.warehouse.config import SPLIT_NAMES, SplitConfig
+from pipeline.definition import SPLIT_NAMES, DuplicatePolicy
+from pipeline.warehouse.config import SplitConfig
 from pipeline.warehouse.engine import Engine, SplitOutput, json_value
 from pipeline.warehouse.query import Query, filter_counts_query, split_query
+from pipeline.warehouse.table_check import TableProblem, check_table
 
 MANIFEST_FILE = "warehouse_manifest.json"
 
@@ -35,11 +37,13 @@ class SplitResult:
     split_rows: dict[str, int]
     removed_rows: dict[str, int]  # per named filter, in the order the filters apply
     input_rows: int
+    duplicate_rows: int  # exact duplicates among the input (dropped only with duplicates=drop)
     sql: dict[str, str]  # statements actually run, in the engine's dialect
     source_sql: dict[str, str]  # the BigQuery Standard SQL they were rendered from
     params: dict[str, Any]
     seconds: float
     config: dict[str, Any]
+    extra_columns: list[str] = dataclasses.field(default_factory=list)  # in the table, unused
 
     @property
     def kept_rows(self) -> int:
@@ -67,6 +71,9 @@ def make_engine(config: SplitConfig, client: Any = None) -> Engine:
     """The engine ``config`` names (``client`` is an optional BigQuery client, for tests)."""
     if config.engine == "duckdb":
         from pipeline.warehouse.duckdb_engine import DuckDBEngine
+
+        if config.warehouse is None:
+            raise ValueError("engine 'duckdb' needs the warehouse file (SplitConfig.warehouse)")
 
         return DuckDBEngine(config.warehouse)
     from pipeline.warehouse.bigquery_engine import BigQueryEngine
@@ -104,7 +111,9 @@ def run_split(
     output_dir = str(output_dir).rstrip("/")
     if storage.exists(output_dir) and not overwrite:
         raise FileExistsError(f"{output_dir} exists (pass overwrite=True to replace it)")
+    extra_columns = check_source(config, engine)
     counts, counts_sql = engine.filter_counts(counts_query)
+    check_counts_verdicts(config, counts)
     if engine.writes_locally:
         output, staging = _write_staged(engine, config, split, output_dir)
     else:
@@ -112,6 +121,7 @@ def run_split(
         output, staging = engine.write_splits(split, output_dir, config.definition), None
     queries = (counts_query, split)
     result = _result(config, engine, output_dir, output, counts, counts_sql, queries, started)
+    result = dataclasses.replace(result, extra_columns=extra_columns)
     if staging is None:
         _check_counts(config, result)
         return result
@@ -123,6 +133,26 @@ def run_split(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def check_source(config: SplitConfig, engine: Engine) -> list[str]:
+    """The source table fits the definition (a :class:`TableProblem` otherwise); its extra
+    columns."""
+    table = config.table_ref()
+    return check_table(config.definition, table.dotted(), engine.describe_table(table))
+
+
+def check_counts_verdicts(config: SplitConfig, counts: dict[str, int]) -> None:
+    """Verdicts the filter counts decide: an empty table, duplicates the dataset forbids."""
+    table = config.table_ref().dotted()
+    if counts["input_rows"] == 0:
+        raise TableProblem(f"table {table} is empty")
+    duplicates = counts["duplicate_rows"]
+    if duplicates and config.resolved_duplicates is DuplicatePolicy.BLOCK:
+        raise TableProblem(
+            f"table {table} has {duplicates} exact duplicate rows (of {counts['input_rows']}); "
+            "the dataset's duplicates policy is 'block' (keep or drop them with --duplicates)"
+        )
 
 
 def _write_staged(
@@ -159,7 +189,7 @@ def _result(
     queries: tuple[Query, Query],
     started: float,
 ) -> SplitResult:
-    removed = {k.removeprefix("removed_"): v for k, v in counts.items() if k != "input_rows"}
+    removed = {k.removeprefix("removed_"): v for k, v in counts.items() if k.startswith("removed_")}
     params: dict[str, Any] = {}
     for query in queries:
         params.update(query.params)
@@ -170,6 +200,7 @@ def _result(
         split_rows={s: output.split_rows[s] for s in SPLIT_NAMES},
         removed_rows=removed,
         input_rows=counts["input_rows"],
+        duplicate_rows=counts["duplicate_rows"],
         sql={queries[0].name: counts_sql, **output.executed},
         source_sql={q.name: q.sql for q in queries},
         params=params,

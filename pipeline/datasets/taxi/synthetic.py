@@ -1,5 +1,8 @@
 """Deterministic generator of taxi-like trips, for scale tests of the warehouse and later stages.
 
+``python -m pipeline.data synthetic --dataset taxi --rows N --seed S --db FILE`` loads them into a
+warehouse file (the loader calls :func:`generate`, the one entry point of this module).
+
 The 15k-row sample is too small to time anything; this produces any number of rows shaped like
 it: the sample's hour and weekday profile, community areas 1..77 with the sample's hot spots,
 pickup/dropoff coordinates at area (or census tract) centroids around Chicago, trip length from
@@ -19,13 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets.taxi import TAXI
 
 CHUNK_ROWS = 500_000
 
@@ -309,51 +308,3 @@ def generate(
         raise ValueError(f"invalid synthetic size: rows={rows}, days={days}, chunk={chunk_rows}")
     for chunk in range(math.ceil(rows / chunk_rows)):
         yield generate_chunk(seed, chunk, min(chunk_rows, rows - chunk * chunk_rows), start, days)
-
-
-def load_chunks(connection, chunks: Iterator[pd.DataFrame], definition: DatasetDefinition) -> int:
-    """Create the raw table and append every chunk; returns the table's row count."""
-    from pipeline.data import count_rows
-    from pipeline.warehouse.schema import duckdb_create_table_sql, duckdb_insert_select_sql
-
-    for statement in duckdb_create_table_sql(definition):
-        connection.execute(statement)
-    insert = duckdb_insert_select_sql(definition, "synthetic_chunk")
-    for frame in chunks:
-        if list(frame.columns) != list(definition.column_names):
-            raise ValueError(f"generated columns {list(frame.columns)} differ from the definition")
-        connection.register("synthetic_chunk", frame)
-        connection.execute(insert)
-        connection.unregister("synthetic_chunk")
-    return count_rows(connection, definition)
-
-
-def build_synthetic_warehouse(
-    db_path: Path,
-    rows: int,
-    seed: int,
-    start: date = date(2024, 1, 1),
-    days: int = 365,
-    definition: DatasetDefinition = TAXI,
-) -> Path:
-    """A DuckDB warehouse file of generated trips; reused when built with the same arguments."""
-    from pipeline.data import build_atomically, read_sidecar, schema_fingerprint, write_sidecar
-
-    wanted = {
-        "source": "synthetic",
-        "rows": rows,
-        "seed": seed,
-        "start": start.isoformat(),
-        "days": days,
-        "chunk_rows": CHUNK_ROWS,
-        "schema": schema_fingerprint(definition),
-        "table": definition.table,
-    }
-    if read_sidecar(db_path) == wanted:
-        return db_path
-    chunks = generate(rows, seed, start, days)
-    loaded = build_atomically(db_path, lambda con: load_chunks(con, chunks, definition))
-    if loaded != rows:
-        raise RuntimeError(f"loaded {loaded} synthetic rows, expected {rows}")
-    write_sidecar(db_path, wanted)
-    return db_path

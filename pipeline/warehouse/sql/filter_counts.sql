@@ -1,8 +1,10 @@
 -- How many rows each named filter removes, applied in order (a row is charged to the first
--- filter it fails), plus the input row count: input = kept + sum(removed).
+-- filter it fails), plus the input row count and the exact duplicate rows among the input:
+-- input = kept + sum(removed).
 -- BigQuery Standard SQL; values are query parameters (@name).
 WITH
 {{ source_cte }}
 SELECT
-  COUNT(*) AS input_rows{{ removed_counts }}
+  COUNT(*) AS input_rows,
+  COUNT(*) - COUNT(DISTINCT _row_text) AS duplicate_rows{{ removed_counts }}
 FROM source

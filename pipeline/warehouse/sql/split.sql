@@ -13,6 +13,7 @@ kept AS (
   SELECT
     *,
     {{ label_expression }} AS _label,
+    {{ label_value }} AS _label_value,
     FARM_FINGERPRINT(CONCAT(_key, '|', @salt)) AS _fingerprint
   FROM source
   WHERE {{ filters }}
