@@ -4,8 +4,8 @@
 #   * Dataflow workers (--sdk_container_image): the base is Beam's own SDK image, whose boot
 #     entrypoint Dataflow starts, so workers run exactly the stack the launcher ran.
 # Build and push (from the checkout):
-#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/taxi-pipeline:TAG .
-#   docker push REGION-docker.pkg.dev/PROJECT/REPO/taxi-pipeline:TAG
+#   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/ml-pipeline:TAG .
+#   docker push REGION-docker.pkg.dev/PROJECT/REPO/ml-pipeline:TAG
 FROM apache/beam_python3.11_sdk:2.60.0
 
 ENV TF_USE_LEGACY_KERAS=1 \
@@ -14,7 +14,7 @@ ENV TF_USE_LEGACY_KERAS=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /opt/taxi
+WORKDIR /opt/pipeline
 # Dependencies first (a layer that changes only with the lock), then the code.
 COPY requirements/pipeline.lock requirements/pipeline.lock
 COPY pyproject.toml setup.py MANIFEST.in README.md ./

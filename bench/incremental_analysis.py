@@ -2,7 +2,7 @@
 
     python bench/incremental_analysis.py [--span-rows 300000] [--spans 3]
 
-Writes ``--spans`` daily spans of synthetic taxi rows, warms the cache with an analysis of all
+Writes ``--spans`` daily spans of synthetic rows, warms the cache with an analysis of all
 but the last span, then analyzes all spans twice: reusing the cache (only the new span is read)
 and from scratch. Both produce the same transform; the script checks that and prints the times.
 """
@@ -20,31 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def write_spans(root: Path, spans: int, rows: int) -> dict[str, Path]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_spans(root: Path, spans: int, rows: int, dataset: str | None) -> dict[str, Path]:
+    """One span per day of synthetic rows, each split by the warehouse stage."""
+    from synthetic_splits import synthetic_split
 
-    from pipeline.datasets import get_dataset
-    from pipeline.synthetic import generate
-
-    dataset = get_dataset("taxi")
-    types = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "STRING": pa.string()}
-    schema = pa.schema([(c.name, types[c.type.split_file_type]) for c in dataset.columns])
     result = {}
     for index in range(spans):
         day = date(2024, 1, 1) + timedelta(days=index)
-        directory = root / f"span-{day:%Y%m%d}"
-        directory.mkdir(parents=True)
-        with pq.ParquetWriter(directory / "part-00000.parquet", schema) as writer:
-            for frame in generate(rows, 100 + index, day, 1):
-                stamp = frame["trip_start_timestamp"]
-                if str(stamp.dtype).startswith("datetime"):
-                    frame["trip_start_timestamp"] = stamp.astype("int64") // 10**9
-                table = pa.Table.from_pandas(
-                    frame[list(dataset.column_names)], preserve_index=False
-                )
-                writer.write_table(table.cast(schema))
-        result[directory.name] = directory
+        name = f"span-{day:%Y%m%d}"
+        result[name] = synthetic_split(
+            dataset, rows, root / name, seed=100 + index, start=day, days=1
+        )
     return result
 
 
@@ -52,17 +38,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--span-rows", type=int, default=300_000)
     parser.add_argument("--spans", type=int, default=3)
+    parser.add_argument("--dataset", help="a dataset with a synthetic.py (default: the default)")
     args = parser.parse_args()
 
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from pipeline.datasets import get_dataset
     from pipeline.transform import run_transform
 
-    dataset = get_dataset("taxi")
+    dataset = get_dataset(args.dataset)
     beam_args = ["--runner", "DirectRunner"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spans = write_spans(root, args.spans, args.span_rows)
+        spans = write_spans(root, args.spans, args.span_rows, args.dataset)
         names = list(spans)
         newest = {"train": spans[names[-1]]}  # transform only the new span: analysis is the point
         cache = root / "cache"

@@ -70,7 +70,7 @@ def model_consumption(model, dataset, batch_size: int, seconds: float) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="taxi")
+    parser.add_argument("--dataset", help="dataset of the transform output (default: the default)")
     parser.add_argument("--transform-dir", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each rate")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def new_model():
         tf_keras.utils.set_random_seed(config.seed)
-        return build_model(model_inputs(dataset, tft_output), config.model)
+        return build_model(model_inputs(dataset, tft_output), dataset.label.head, config.model)
 
     # Each measurement runs once per round, rounds interleaved, so load from other processes
     # on the machine spreads over all three; medians are reported.

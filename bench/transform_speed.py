@@ -1,15 +1,17 @@
 """Transform stage speed and memory against a NumPy floor measured in the same run.
 
-    python bench/transform_speed.py --rows 1000000 [--rows 2000000] [--beam-arg=...]
+    python bench/transform_speed.py --rows 1000000 [--rows 2000000] [--dataset NAME] \\
+        [--beam-arg=...]
 
-For each size it writes synthetic taxi rows to Parquet, then times in separate processes (so
-each has its own peak RSS):
+For each size it makes a train split of synthetic rows of the dataset (its folder's
+``synthetic.py``, split by the warehouse stage), then times in separate processes (so each has
+its own peak RSS):
 
 * ``floor``: the least any transform can do: read the Parquet, compute a full-pass statistic per
   column in NumPy (mean/std for numbers, a vocabulary for strings), apply it, encode tf.Examples
   with tfx_bsl's C++ encoder and write gzipped TFRecords (the same zlib level as the stage);
 * ``stage``: ``pipeline.transform.run_transform`` on the train split: TFT analyze over the full
-  taxi definition + transform + write, on Beam's DirectRunner.
+  definition + transform + write, on Beam's DirectRunner.
 
 It prints seconds, rows/s, peak RSS and the ratio stage/floor. Ratios, not absolute seconds, are
 the result: both sides run on the same machine in the same minutes.
@@ -24,31 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def write_parquet(rows: int, path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.datasets import get_dataset
-    from pipeline.synthetic import generate
-
-    dataset = get_dataset("taxi")
-    types = {"INT64": pa.int64(), "FLOAT64": pa.float64(), "STRING": pa.string()}
-    schema = pa.schema([(c.name, types[c.type.split_file_type]) for c in dataset.columns])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(path, schema) as writer:
-        for frame in generate(rows, 7, date(2024, 1, 1), 60):
-            stamp = frame["trip_start_timestamp"]
-            if str(stamp.dtype).startswith("datetime"):
-                frame["trip_start_timestamp"] = stamp.astype("int64") // 10**9
-            table = pa.Table.from_pandas(frame[list(dataset.column_names)], preserve_index=False)
-            writer.write_table(table.cast(schema))
 
 
 def floor(parquet: Path, out_dir: Path) -> int:
@@ -61,7 +42,7 @@ def floor(parquet: Path, out_dir: Path) -> int:
 
     from pipeline.tfrecord_io import COMPRESSION_LEVEL
 
-    table = pq.read_table(parquet)
+    table = pq.read_table(sorted(Path(parquet).glob("*.parquet")))
     features = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
@@ -89,27 +70,32 @@ def floor(parquet: Path, out_dir: Path) -> int:
     return rows
 
 
-def stage(parquet: Path, out_dir: Path, beam_args: list[str]) -> int:
+def stage(dataset_name: str | None, split: Path, out_dir: Path, beam_args: list[str]) -> int:
     from pipeline.datasets import get_dataset
     from pipeline.transform import run_transform
 
-    result = run_transform(get_dataset("taxi"), {"train": parquet.parent}, out_dir, beam_args)
+    result = run_transform(get_dataset(dataset_name), {"train": split}, out_dir, beam_args)
     return result.rows["train"]
 
 
-def _child(kind: str, parquet: Path, out_dir: Path, beam_args: list[str]) -> None:
+def _child(kind: str, dataset: str | None, split: Path, out_dir: Path, beam_args: list) -> None:
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 
     started = time.perf_counter()
-    rows = floor(parquet, out_dir) if kind == "floor" else stage(parquet, out_dir, beam_args)
+    measured = floor if kind == "floor" else lambda s, o: stage(dataset, s, o, beam_args)
+    rows = measured(split, out_dir)
     seconds = time.perf_counter() - started
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(json.dumps({"kind": kind, "rows": rows, "seconds": seconds, "peak_rss_gb": peak_gb}))
 
 
-def _measure(kind: str, parquet: Path, out_dir: Path, beam_args: list[str]) -> dict:
-    command = [sys.executable, __file__, "--child", kind, "--parquet", str(parquet),
+def _measure(
+    kind: str, dataset: str | None, split: Path, out_dir: Path, beam_args: list[str]
+) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--split", str(split),
                "--out", str(out_dir), *[f"--beam-arg={a}" for a in beam_args]]  # fmt: skip
+    if dataset:
+        command += ["--dataset", dataset]
     completed = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -118,20 +104,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append")
     parser.add_argument("--beam-arg", action="append", default=[])
+    parser.add_argument("--dataset", help="a dataset with a synthetic.py (default: the default)")
     parser.add_argument("--child", choices=["floor", "stage"])
-    parser.add_argument("--parquet", type=Path)
+    parser.add_argument("--split", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     beam_args = ["--runner", "DirectRunner", *args.beam_arg]
     if args.child:
-        _child(args.child, args.parquet, args.out, beam_args)
+        _child(args.child, args.dataset, args.split, args.out, beam_args)
         return
+    from synthetic_splits import synthetic_split
+
     for rows in args.rows or [1_000_000]:
         with tempfile.TemporaryDirectory() as tmp:
-            parquet = Path(tmp) / "train" / "part-00000.parquet"
-            write_parquet(rows, parquet)
-            base = _measure("floor", parquet, Path(tmp) / "floor", beam_args)
-            ours = _measure("stage", parquet, Path(tmp) / "stage", beam_args)
+            split = synthetic_split(args.dataset, rows, Path(tmp) / "splits")
+            base = _measure("floor", args.dataset, split, Path(tmp) / "floor", beam_args)
+            ours = _measure("stage", args.dataset, split, Path(tmp) / "stage", beam_args)
         for result in (base, ours):
             print(
                 f"{rows:>9,} rows  {result['kind']:<6} {result['seconds']:7.1f} s  "

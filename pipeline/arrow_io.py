@@ -18,29 +18,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import storage
-from pipeline.dataset import ColumnType, DatasetDefinition
+from pipeline.definition import ColumnType, DatasetDefinition
 
 DEFAULT_BATCH_SIZE = 8192
 
-_VALUE_TYPES = {
-    "INT64": pa.int64(),
-    "FLOAT64": pa.float32(),  # tf.Example and TF models carry float32
-    "STRING": pa.large_binary(),  # TFXIO's type for bytes features
-}
-
 
 def value_type(column_type: ColumnType) -> pa.DataType:
-    """Arrow value type of a raw column inside list batches."""
-    return _VALUE_TYPES[column_type.split_file_type]
+    """Arrow value type of a raw column inside list batches (float32, as tf.Example carries
+    floats; large_binary, TFXIO's type for bytes features)."""
+    return pa.type_for_alias(column_type.facts.list_value)
 
 
 def list_batch_schema(
     dataset: DatasetDefinition, columns: tuple[str, ...] | None = None
 ) -> pa.Schema:
-    """Arrow schema of the list batches for ``columns`` (default: every raw column)."""
-    names = columns or dataset.column_names
+    """Arrow schema of the list batches for ``columns`` (default: every column of the split
+    files, the raw columns and the label)."""
+    names = columns or tuple(c.name for c in dataset.split_file_columns)
     return pa.schema(
-        [pa.field(name, pa.large_list(value_type(dataset.column(name).type))) for name in names]
+        [pa.field(n, pa.large_list(value_type(dataset.split_column(n).type))) for n in names]
     )
 
 

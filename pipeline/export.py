@@ -6,9 +6,12 @@ other directory and cannot apply different preprocessing than training did.
 
 Signatures:
 
-* ``serving_default``: serialized raw ``tf.Example``s (no label) -> ``probabilities``, ``classes``.
+* ``serving_default``: serialized raw ``tf.Example``s (no label) -> the head's outputs
+  (:func:`head_outputs`): ``probabilities`` ``[batch]`` (positive class) and ``classes`` for a
+  binary label; ``probabilities`` ``[batch, k]`` and ``classes`` (the argmax) for a multi-class
+  one; ``predictions`` ``[batch]`` on the label's scale for regression.
 * ``serving_raw``: the raw serving columns as named tensors, for JSON clients -> the same
-  ``probabilities`` and ``classes``, through the same transform layer and model.
+  outputs, through the same transform layer and model.
 * ``transform_features``: serialized raw ``tf.Example``s -> every transformed feature, exactly as
   the model sees it; the parity check compares these with the Beam/TFT path's output.
 
@@ -44,7 +47,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -55,8 +57,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline import storage
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import TYPE_FACTS, ColumnType, DatasetDefinition, LabelKind
 from pipeline.raw_schema import raw_feature_spec, tf_dtype
 from pipeline.train import load_trained_model
 
@@ -67,8 +69,11 @@ EXAMPLES_INPUT = "examples"
 DECISION_THRESHOLD = 0.5
 
 # How a ``serving_raw`` client marks a missing value, by the column's split-file type.
-MISSING_INT64 = -(2**53 - 1)
-MISSING_VALUES: dict[str, Any] = {"INT64": MISSING_INT64, "FLOAT64": math.nan, "STRING": ""}
+MISSING_VALUES: dict[str, Any] = {
+    ColumnType(kind).split_file_type: TYPE_FACTS[ColumnType(kind)].missing_marker
+    for kind in ("INT64", "FLOAT64", "STRING")
+}
+MISSING_INT64 = MISSING_VALUES["INT64"]
 
 
 @dataclasses.dataclass
@@ -100,9 +105,7 @@ def _serving_functions(dataset: DatasetDefinition, model, tft_layer) -> dict:
         return {name: transformed[name] for name in feature_names}
 
     def predict(raw: dict) -> dict[str, tf.Tensor]:
-        probabilities = tf.reshape(model(transform(raw)), [-1])
-        classes = tf.cast(probabilities >= DECISION_THRESHOLD, tf.int64)
-        return {"probabilities": probabilities, "classes": classes}
+        return head_outputs(dataset, model(transform(raw)))
 
     @tf.function(input_signature=[examples_spec])
     def serve_examples(examples):
@@ -121,6 +124,26 @@ def _serving_functions(dataset: DatasetDefinition, model, tft_layer) -> dict:
         RAW_SIGNATURE: serve_raw.get_concrete_function(),
         TRANSFORM_SIGNATURE: transform_features.get_concrete_function(),
     }
+
+
+def head_outputs(dataset: DatasetDefinition, output: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The served outputs of the model's output tensor, by label kind (see the module doc)."""
+    kind = dataset.label_kind
+    if kind is LabelKind.BINARY:
+        probabilities = tf.reshape(output, [-1])
+        classes = tf.cast(probabilities >= DECISION_THRESHOLD, tf.int64)
+        return {"probabilities": probabilities, "classes": classes}
+    if kind is LabelKind.MULTICLASS:
+        return {"probabilities": output, "classes": tf.argmax(output, axis=1, output_type=tf.int64)}
+    predictions = tf.reshape(output, [-1])
+    if getattr(dataset.label, "log1p", False):
+        predictions = tf.math.expm1(predictions)
+    return {"predictions": predictions}
+
+
+def primary_output(dataset: DatasetDefinition) -> str:
+    """The output a client reads first: ``probabilities`` or, for regression, ``predictions``."""
+    return "predictions" if dataset.label_kind is LabelKind.REGRESSION else "probabilities"
 
 
 def _marked_to_sparse(values: tf.Tensor, kind: str) -> tf.SparseTensor:
@@ -205,14 +228,16 @@ def export_serving_model(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Export the serving SavedModel.")
-    parser.add_argument("--dataset", default="taxi")
+    add_dataset_argument(parser)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--transform-dir", required=True)
     parser.add_argument("--model-base", required=True, help="a path or gs:// URI")
     parser.add_argument("--version", type=int)
     args = parser.parse_args(argv)
+    with exit_on_usage_error():
+        dataset = dataset_from_args(args)
     result = export_serving_model(
-        get_dataset(args.dataset), args.model_dir, args.transform_dir, args.model_base, args.version
+        dataset, args.model_dir, args.transform_dir, args.model_base, args.version
     )
     print(json.dumps(result.to_manifest(), indent=2))
 

@@ -7,8 +7,10 @@ add up to one joint logit.
 
 Nothing here names a feature: every input, its kind (categorical id or dense vector) and its
 width come from the dataset definition and the transform's recorded output, and each feature
-feeds the part(s) its ``model_part`` names. :func:`build_model` with ``parts=WIDE_ONLY`` builds
-the wide part alone from the same wiring (the linear baseline).
+feeds the part(s) its ``model_part`` names. The head follows the label kind
+(:class:`pipeline.definition.Head`): a sigmoid unit (binary), a softmax over the classes
+(multi-class) or a linear unit (regression), with its loss. :func:`build_model` with
+``parts=WIDE_ONLY`` builds the wide part alone from the same wiring (the linear baseline).
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline.dataset import DatasetDefinition, Feature, ModelPart
+from pipeline.definition import DatasetDefinition, Feature, Head, LabelKind, ModelPart
 
 WIDE_AND_DEEP = frozenset({ModelPart.WIDE, ModelPart.DEEP})
 WIDE_ONLY = frozenset({ModelPart.WIDE})
-# Metrics compiled into every model; ``model.evaluate`` also returns the training ``loss``.
-METRICS = ("auc", "accuracy", "precision", "recall", "log_loss")
+_LOSSES = {
+    LabelKind.BINARY: "binary_crossentropy",
+    LabelKind.MULTICLASS: "sparse_categorical_crossentropy",
+    LabelKind.REGRESSION: "mean_squared_error",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +121,18 @@ def embedding_dim(num_categories: int, cap: int) -> int:
 
 def build_model(
     inputs: list[ModelInput],
+    head: Head,
     config: ModelConfig = ModelConfig(),
     parts: Iterable[ModelPart] = WIDE_AND_DEEP,
+    output_bias: list[float] | None = None,
 ) -> tf_keras.Model:
-    """A compiled binary classifier taking a dict of transformed features.
+    """A compiled model for ``head`` taking a dict of transformed features.
 
     ``parts`` chooses the wide part, the deep part or both (the default). The model takes every
     input either way, so the same batches feed a wide-and-deep model and its wide-only baseline.
+    ``output_bias`` starts the joint logit where the training labels are (the log-odds of the
+    positive rate, the log class shares, the mean target), so training does not spend its first
+    steps learning the base rate.
     """
     parts = frozenset(parts)
     if not parts or not parts <= WIDE_AND_DEEP:
@@ -135,12 +145,12 @@ def build_model(
         )
         for i in inputs
     }
-    logits = []
+    logits, outputs = [], head.units
     if ModelPart.WIDE in parts:
         wide = [_wide_tensor(i, keras_inputs[i.name]) for i in inputs if i.feeds(ModelPart.WIDE)]
         if wide:
             logits.append(
-                tf_keras.layers.Dense(1, name="wide_logit")(_concat(wide, "wide_features"))
+                tf_keras.layers.Dense(outputs, name="wide_logit")(_concat(wide, "wide_features"))
             )
     if ModelPart.DEEP in parts:
         deep = [
@@ -152,30 +162,73 @@ def build_model(
                 x = tf_keras.layers.Dense(units, activation="relu", name=f"deep_hidden_{layer}")(x)
                 if config.dropout:
                     x = tf_keras.layers.Dropout(config.dropout, name=f"deep_dropout_{layer}")(x)
-            logits.append(tf_keras.layers.Dense(1, name="deep_logit")(x))
+            logits.append(tf_keras.layers.Dense(outputs, name="deep_logit")(x))
     if not logits:
         raise ValueError(f"no feature of the definition feeds {sorted(parts)}")
-    logit = logits[0] if len(logits) == 1 else tf_keras.layers.Add(name="logit")(logits)
-    probability = tf_keras.layers.Activation("sigmoid", name="probability")(logit)
+    logits.append(_OutputBias(outputs, output_bias, name="output_bias")(logits[0]))
+    logit = tf_keras.layers.Add(name="logit")(logits)
+    output = _output(head, logit)
     name = "wide_and_deep" if parts == WIDE_AND_DEEP else f"{next(iter(parts))}_only"
-    model = tf_keras.Model(inputs=keras_inputs, outputs=probability, name=name)
+    model = tf_keras.Model(inputs=keras_inputs, outputs=output, name=name)
     model.compile(
         optimizer=tf_keras.optimizers.Adam(config.learning_rate),
-        loss="binary_crossentropy",
-        metrics=compile_metrics(),
+        loss=_LOSSES[head.kind],
+        metrics=compile_metrics(head),
     )
     return model
 
 
-def compile_metrics() -> list[tf_keras.metrics.Metric]:
-    """The metrics every model reports, named as in :data:`METRICS` (threshold 0.5)."""
-    return [
-        tf_keras.metrics.AUC(name="auc"),
-        tf_keras.metrics.BinaryAccuracy(name="accuracy"),
-        tf_keras.metrics.Precision(name="precision"),
-        tf_keras.metrics.Recall(name="recall"),
-        tf_keras.metrics.BinaryCrossentropy(name="log_loss"),
-    ]
+def _output(head: Head, logit):
+    """Probabilities ``[batch]`` (binary), ``[batch, k]`` (multi-class), or targets ``[batch]``."""
+    if head.kind is LabelKind.MULTICLASS:
+        return tf_keras.layers.Activation("softmax", name="probabilities")(logit)
+    flat = tf_keras.layers.Reshape((), name="flatten_logit")(logit)
+    if head.kind is LabelKind.BINARY:
+        return tf_keras.layers.Activation("sigmoid", name="probability")(flat)
+    return tf_keras.layers.Activation("linear", name="prediction")(flat)
+
+
+@tf_keras.saving.register_keras_serializable(package="pipeline")
+class _OutputBias(tf_keras.layers.Layer):
+    """A trainable bias added to the joint logit, started at the training labels' base rate."""
+
+    def __init__(self, units: int, initial: list[float] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.initial = list(initial) if initial is not None else [0.0] * units
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(self.units,),
+            initializer=tf_keras.initializers.Constant(self.initial),
+        )
+
+    def call(self, logit):
+        return tf.zeros_like(logit) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "initial": self.initial}
+
+
+def compile_metrics(head: Head) -> list[tf_keras.metrics.Metric]:
+    """What Keras tracks while training (early stopping watches ``head.stopping_metric``); the
+    reported metrics are computed afterwards by :mod:`pipeline.metrics`."""
+    if head.kind is LabelKind.BINARY:
+        return [tf_keras.metrics.AUC(name="auc"), tf_keras.metrics.BinaryAccuracy(name="accuracy")]
+    if head.kind is LabelKind.MULTICLASS:
+        return [tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return [tf_keras.metrics.RootMeanSquaredError(name="rmse")]
+
+
+def initial_output_bias(head: Head, summary: dict) -> list[float]:
+    """The logit at which the model predicts the training labels' base rate."""
+    if head.kind is LabelKind.REGRESSION:
+        return [float(summary["mean"])]
+    shares = [min(max(s, 1e-6), 1 - 1e-6) for s in summary["class_shares"]]
+    if head.kind is LabelKind.BINARY:
+        return [math.log(shares[1] / (1 - shares[1]))]
+    return [math.log(s) for s in shares]
 
 
 def _wide_tensor(i: ModelInput, x):

@@ -33,10 +33,16 @@ from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.tfxio import tensor_adapter
 
 from pipeline.arrow_io import read_first_rows
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import DatasetDefinition
 from pipeline.example_encoding import encode_examples
-from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline.export import (
+    EXAMPLES_INPUT,
+    SERVING_SIGNATURE,
+    TRANSFORM_SIGNATURE,
+    head_outputs,
+    primary_output,
+)
 from pipeline.raw_schema import tensor_adapter_config
 from pipeline.train import load_trained_model
 
@@ -185,9 +191,11 @@ def check_parity(
     prediction_deviation = None
     if model_dir is not None:
         model = load_trained_model(model_dir)
-        trained = model.predict({n: expected[n] for n in names}, verbose=0).reshape(-1)
+        output = model.predict({n: expected[n] for n in names}, verbose=0)
+        key = primary_output(dataset)
+        trained = head_outputs(dataset, tf.constant(output))[key].numpy().reshape(-1)
         served = loaded.signatures[SERVING_SIGNATURE](**{EXAMPLES_INPUT: examples})
-        served = served["probabilities"].numpy().reshape(-1)
+        served = served[key].numpy().reshape(-1)
         diff = np.abs(trained - served) / np.maximum(
             np.maximum(np.abs(trained), np.abs(served)), 1e-12
         )
@@ -202,15 +210,17 @@ def check_parity(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prove serving features equal training features.")
-    parser.add_argument("--dataset", default="taxi")
+    add_dataset_argument(parser)
     parser.add_argument("--transform-dir", required=True)
     parser.add_argument("--export-dir", required=True)
     parser.add_argument("--split-dir", required=True)
     parser.add_argument("--model-dir")
     parser.add_argument("--rows", type=int, default=200)
     args = parser.parse_args(argv)
+    with exit_on_usage_error():
+        dataset = dataset_from_args(args)
     report = check_parity(
-        get_dataset(args.dataset),
+        dataset,
         args.transform_dir,
         args.export_dir,
         args.split_dir,

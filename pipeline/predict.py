@@ -16,8 +16,8 @@ import tensorflow as tf
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 from pipeline.arrow_io import list_batch_schema, read_first_rows
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import DatasetDefinition, LabelKind
 from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
 
 
@@ -41,19 +41,39 @@ def predict_examples(export_dir: Path, examples: list[bytes]) -> dict[str, list]
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="taxi")
+    add_dataset_argument(parser)
     parser.add_argument("--export-dir", required=True)
     parser.add_argument("--split-dir", required=True)
     parser.add_argument("--rows", type=int, default=5)
     args = parser.parse_args(argv)
-    examples, records = raw_examples(get_dataset(args.dataset), args.split_dir, args.rows)
+    with exit_on_usage_error():
+        dataset = dataset_from_args(args)
+    examples, records = raw_examples(dataset, args.split_dir, args.rows)
     outputs = predict_examples(args.export_dir, examples)
     predictions = [
-        {"probability": round(p, 6), "class": c, "request": _printable(r)}
-        for p, c, r in zip(outputs["probabilities"], outputs["classes"], records, strict=True)
+        {**answer, "request": _printable(record)}
+        for answer, record in zip(describe_outputs(dataset, outputs), records, strict=True)
     ]
     json.dump({"export_dir": str(args.export_dir), "predictions": predictions}, sys.stdout)
     sys.stdout.write("\n")
+
+
+def describe_outputs(dataset: DatasetDefinition, outputs: dict[str, list]) -> list[dict]:
+    """One answer per row: the label's name with the predicted value, class or probability."""
+    label = dataset.label
+    answers = []
+    if dataset.label_kind is LabelKind.REGRESSION:
+        for value in outputs["predictions"]:
+            answers.append({"label": label.name, "prediction": round(float(value), 6)})
+        return answers
+    for probabilities, class_id in zip(outputs["probabilities"], outputs["classes"], strict=True):
+        answer = {"label": label.name, "class": label.class_names[class_id]}
+        if dataset.label_kind is LabelKind.BINARY:
+            answer["probability"] = round(float(probabilities), 6)
+        else:
+            answer["probabilities"] = [round(float(p), 6) for p in probabilities]
+        answers.append(answer)
+    return answers
 
 
 def _printable(record: dict) -> dict:

@@ -1,18 +1,22 @@
 """Bless an export and publish it as a new served version, atomically, or refuse to.
 
-An export is blessed when its eval AUC is above a floor and not worse than the AUC of the
-version served now (the newest one in the model base) by more than a tolerance. The push
-records that decision in ``<model_base>/<version>/blessing.json``, which is where the next push
-reads the served version's AUC from. A version without a blessing (pushed by hand) is judged
-on the floor alone.
+An export is blessed when its eval value of the blessing metric (the label kind's: AUC for
+binary labels, macro-F1 for multi-class, RMSE for regression, see
+:class:`pipeline.definition.Head`) beats a floor (by default the run's trivial baseline: the
+majority class or the mean) and is not worse than the value the version served now recorded
+(the newest one in the model base) by more than a tolerance. The push records that decision in
+``<model_base>/<version>/blessing.json``, which is where the next push reads the served
+version's value from. A version without a blessing for the same metric (pushed by hand) is
+judged on the floor alone.
 
 Publishing copies the export into a hidden staging directory inside the model base (same file
 system, ignored by the server), checks the copy's digest, writes the blessing, then renames it to
 ``<model_base>/<version>``: the server sees the whole version or nothing, and a failed copy leaves
 nothing at the target. Pure Python, no TensorFlow import.
 
-    python -m pipeline.push --export-dir runs/LATEST/serving/taxi/<v> --model-base models/taxi \\
-        --eval-auc 0.91 [--auc-floor 0.5] [--tolerance 0.01] [--version N]
+    python -m pipeline.push --export-dir runs/LATEST/serving/<model>/<v> \\
+        --model-base models/<model> --metric auc --value 0.91 [--floor 0.5] [--lower-is-better] \\
+        [--tolerance 0.01] [--version N]
 
 Exit status: 0 when pushed, 3 when not blessed (nothing changed).
 """
@@ -42,16 +46,34 @@ EXIT_NOT_BLESSED = 3
 
 
 @dataclasses.dataclass(frozen=True)
+class BlessingRule:
+    """How an eval value is judged: the metric, its direction, a floor and a tolerance."""
+
+    metric: str
+    higher_is_better: bool = True
+    floor: float | None = None  # the value must beat it (strictly)
+    tolerance: float = 0.01  # how much worse than the served value is still acceptable
+
+    def better(self, value: float, than: float) -> bool:
+        return value > than if self.higher_is_better else value < than
+
+    def worse_by(self, value: float, served: float) -> float:
+        return served - value if self.higher_is_better else value - served
+
+
+@dataclasses.dataclass(frozen=True)
 class PushDecision:
     """Whether the export was blessed, why, and where it went."""
 
     blessed: bool
     reason: str
-    eval_auc: float
-    auc_floor: float
+    metric: str
+    value: float
+    higher_is_better: bool
+    floor: float | None
     tolerance: float
     baseline_version: int | None = None
-    baseline_auc: float | None = None
+    baseline_value: float | None = None
     version: int | None = None
     version_dir: str | None = None
 
@@ -61,34 +83,34 @@ class PushDecision:
         return payload
 
 
-def served_baseline(model_base: str | Path) -> tuple[int | None, float | None]:
-    """The newest complete version and the eval AUC its push recorded (None if unknown)."""
+def served_baseline(model_base: str | Path, metric: str) -> tuple[int | None, float | None]:
+    """The newest complete version and the value of ``metric`` its push recorded."""
     versions = complete_versions(model_base)
     if not versions:
         return None, None
     newest = versions[-1]
     blessing = read_blessing(storage.join(model_base, str(newest))) or {}
-    auc = blessing.get("eval_auc")
-    valid = isinstance(auc, int | float) and math.isfinite(auc)
-    return newest, float(auc) if valid else None
+    value = blessing.get("value") if blessing.get("metric") == metric else None
+    valid = isinstance(value, int | float) and math.isfinite(value)
+    return newest, float(value) if valid else None
 
 
-def decide(
-    eval_auc: float, auc_floor: float, tolerance: float, baseline_auc: float | None
-) -> tuple[bool, str]:
-    """The blessing rule: above the floor, and no worse than the baseline beyond ``tolerance``."""
-    if not math.isfinite(eval_auc):
-        return False, f"eval AUC {eval_auc} is not a number"
-    if eval_auc <= auc_floor:
-        return False, f"eval AUC {eval_auc:.4f} is not above the floor {auc_floor:.4f}"
-    if baseline_auc is None:
-        return True, f"eval AUC {eval_auc:.4f} is above the floor; no served AUC to compare"
-    if eval_auc < baseline_auc - tolerance:
+def decide(value: float, rule: BlessingRule, served: float | None) -> tuple[bool, str]:
+    """The blessing rule: beat the floor, and be no worse than the served value beyond the
+    tolerance."""
+    name = f"eval {rule.metric}"
+    if not math.isfinite(value):
+        return False, f"{name} {value} is not a number"
+    if rule.floor is not None and not rule.better(value, rule.floor):
+        return False, f"{name} {value:.4f} does not beat the floor {rule.floor:.4f}"
+    if served is None:
+        return True, f"{name} {value:.4f} beats the floor; no served {rule.metric} to compare"
+    if rule.worse_by(value, served) > rule.tolerance:
         return False, (
-            f"eval AUC {eval_auc:.4f} is worse than the served {baseline_auc:.4f} "
-            f"by more than {tolerance:.4f}"
+            f"{name} {value:.4f} is worse than the served {served:.4f} "
+            f"by more than {rule.tolerance:.4f}"
         )
-    return True, f"eval AUC {eval_auc:.4f} vs served {baseline_auc:.4f} (tolerance {tolerance:.4f})"
+    return True, f"{name} {value:.4f} vs served {served:.4f} (tolerance {rule.tolerance:.4f})"
 
 
 def next_version(model_base: str | Path, export_dir: str | Path) -> int:
@@ -105,20 +127,20 @@ def next_version(model_base: str | Path, export_dir: str | Path) -> int:
 def push(
     export_dir: str | Path,
     model_base: str | Path,
-    eval_auc: float,
-    auc_floor: float,
-    tolerance: float,
+    value: float,
+    rule: BlessingRule,
     version: int | None = None,
 ) -> PushDecision:
     """Publish ``export_dir`` as ``<model_base>/<version>`` if it is blessed; see the module."""
     export_dir, model_base = str(export_dir), str(model_base)
     if not storage.isfile(storage.join(export_dir, SAVED_MODEL_FILE)):
         raise FileNotFoundError(f"{export_dir} holds no {SAVED_MODEL_FILE}")
-    baseline_version, baseline_auc = served_baseline(model_base)
-    blessed, reason = decide(eval_auc, auc_floor, tolerance, baseline_auc)
+    baseline_version, baseline_value = served_baseline(model_base, rule.metric)
+    blessed, reason = decide(value, rule, baseline_value)
     decision = PushDecision(
-        blessed, reason, eval_auc, auc_floor, tolerance, baseline_version, baseline_auc
-    )
+        blessed, reason, rule.metric, value, rule.higher_is_better, rule.floor, rule.tolerance,
+        baseline_version, baseline_value,
+    )  # fmt: skip
     if not blessed:
         return decision
     storage.makedirs(model_base)
@@ -168,19 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--export-dir", required=True, help="a path or gs:// URI")
     parser.add_argument("--model-base", required=True, help="a path or gs:// URI")
-    parser.add_argument("--eval-auc", type=float, required=True)
-    parser.add_argument("--auc-floor", type=float, default=0.5, help="the majority baseline's")
+    parser.add_argument("--metric", default="auc", help="name of the blessing metric")
+    parser.add_argument("--value", type=float, required=True, help="its eval value")
+    parser.add_argument(
+        "--lower-is-better", action="store_true", help="e.g. for rmse (default: higher wins)"
+    )
+    parser.add_argument("--floor", type=float, help="the value must beat this")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--version", type=int, help="default: newer than anything in the base")
     args = parser.parse_args(argv)
-    decision = push(
-        args.export_dir,
-        args.model_base,
-        args.eval_auc,
-        args.auc_floor,
-        args.tolerance,
-        args.version,
-    )
+    rule = BlessingRule(args.metric, not args.lower_is_better, args.floor, args.tolerance)
+    decision = push(args.export_dir, args.model_base, args.value, rule, args.version)
     json.dump(decision.to_json(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if decision.blessed else EXIT_NOT_BLESSED

@@ -13,18 +13,17 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 from pipeline.arrow_io import list_batch_schema
-from pipeline.dataset import ColumnType, DatasetDefinition
-
-_TF_TYPES = {"INT64": tf.int64, "FLOAT64": tf.float32, "STRING": tf.string}
+from pipeline.definition import ColumnType, DatasetDefinition
 
 
 def tf_dtype(column_type: ColumnType) -> tf.dtypes.DType:
-    return _TF_TYPES[column_type.split_file_type]
+    return tf.as_dtype(column_type.facts.tf_dtype)
 
 
 def raw_feature_spec(dataset: DatasetDefinition, serving: bool = False) -> dict:
-    """``tf.io`` feature spec of the raw columns; ``serving=True`` leaves out label-only ones."""
-    columns = dataset.serving_columns if serving else dataset.columns
+    """``tf.io`` feature spec of the split files' columns (raw columns and the label);
+    ``serving=True``: only the raw columns a serving request carries."""
+    columns = dataset.serving_columns if serving else dataset.split_file_columns
     return {c.name: tf.io.VarLenFeature(tf_dtype(c.type)) for c in columns}
 
 

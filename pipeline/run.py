@@ -20,80 +20,25 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import re
 import sys
-import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline import storage
-from pipeline.datasets import get_dataset
-from pipeline.stages import STAGES, RunContext, StageFailed
+from pipeline.cli import EXIT_USAGE, UsageError, add_dataset_argument, dataset_from_args
+from pipeline.definition import DatasetDefinition, DefinitionError, DuplicatePolicy
+from pipeline.manifest import MANIFEST, RunRecorder, stack_versions, summary
+from pipeline.stages import STAGES, RunContext
+from pipeline.verdicts import EXIT_VERDICT, Verdict
 
-MANIFEST = "manifest.json"
-# Exit statuses: 0 done; EXIT_VERDICT when the run stopped on its own verdict (a blocking anomaly,
-# no training rows, a parity gap, a missing input or a bad command line: a retry would end the
-# same way); 1 for anything else (a crash, a lost worker: worth a retry).
-EXIT_VERDICT = 3
+# Exit statuses: 0 done; EXIT_VERDICT (3) when the run stopped on its own verdict (a blocking
+# anomaly, an empty table or a missing column, no training rows, a parity gap, a missing input: a
+# retry would end the same way); EXIT_USAGE (2) for a bad command line, before anything is
+# written; 1 for anything else (a crash, a lost worker: worth a retry).
 LATEST_LINK = "LATEST"
 log = logging.getLogger("pipeline.run")
-
-
-class RunRecorder:
-    """Keeps the run manifest and writes it after every stage, so a crash still leaves a record."""
-
-    def __init__(self, run_dir: str, manifest: dict[str, Any]):
-        self.run_dir = run_dir
-        self.manifest: dict[str, Any] = {**manifest, "status": "running"}
-        self.save()
-
-    def save(self) -> None:
-        storage.write_json_atomic(storage.join(self.run_dir, MANIFEST), self.manifest)
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        record: dict[str, Any] = {"status": "running"}
-        # A rerun of a stage replaces its record; later stages' records stay until they rerun.
-        self.manifest["stages"][name] = record
-        started = time.perf_counter()
-        log.info("stage %s: started", name)
-        try:
-            yield record
-        except BaseException as error:
-            record.update(status="failed", error=f"{type(error).__name__}: {error}")
-            raise
-        finally:
-            record["seconds"] = round(time.perf_counter() - started, 3)
-            if record["status"] == "running":
-                record["status"] = "succeeded"
-            log.info("stage %s: %s in %.1f s", name, record["status"], record["seconds"])
-            self.save()
-
-
-def stack_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the artifacts."""
-    from importlib import metadata
-
-    names = [
-        "tensorflow",
-        "tensorflow-transform",
-        "tensorflow-data-validation",
-        "tfx-bsl",
-        "apache-beam",
-        "pyarrow",
-        "duckdb",
-        "sqlglot",
-        "tf-keras",
-        "numpy",
-    ]
-    versions = {"python": platform.python_version()}
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -101,10 +46,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         description="Run the pipeline end to end.",
         epilog="Unknown flags (e.g. --runner DirectRunner --direct_num_workers 2) go to Beam.",
     )
-    parser.add_argument("--dataset", default="taxi", help="dataset definition name")
+    add_dataset_argument(parser)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument(
-        "--db", type=Path, help="warehouse DuckDB file (default: the taxi sample in --data-dir)"
+        "--db", type=Path, help="warehouse DuckDB file (default: the dataset's, in --data-dir)"
     )
     parser.add_argument(
         "--runs-dir", default="runs", help="parent of the run directories: a path or gs:// URI"
@@ -121,21 +66,34 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         help="start this run id afresh: delete whatever an earlier attempt left in its directory "
         "(a scheduler's retry or rerun of an interval)",
     )
-    parser.add_argument("--model-name", default="taxi")
-    parser.add_argument("--train-steps", type=int, default=1000)
-    parser.add_argument("--parity-rows", type=int, default=200)
-    parser.add_argument("--predict-rows", type=int, default=3)
+    parser.add_argument("--model-name", help="served model name (default: the dataset's)")
+    parser.add_argument("--train-steps", type=_positive, default=1000)
+    parser.add_argument("--parity-rows", type=_positive, default=200)
+    parser.add_argument("--predict-rows", type=_positive, default=3)
+    parser.add_argument(
+        "--models-dir", default="models", help="parent of the model bases (path or gs:// URI)"
+    )
     parser.add_argument(
         "--push-base",
         help="model base (path or gs:// URI) that blessed exports are pushed to "
-        "(default: models/<model-name>)",
+        "(default: <models-dir>/<model name>)",
     )
-    parser.add_argument("--auc-floor", type=float, default=0.6, help="bless only above this AUC")
     parser.add_argument(
-        "--auc-tolerance",
+        "--metric-floor",
+        type=float,
+        help="bless only if the eval blessing metric (auc, macro_f1, rmse: by label kind) beats "
+        "this (default: the run's majority-class or mean baseline)",
+    )
+    parser.add_argument(
+        "--tolerance",
         type=float,
         default=0.01,
-        help="bless only if eval AUC is at most this much below the served version's",
+        help="bless only if the eval metric is at most this much worse than the served version's",
+    )
+    parser.add_argument(
+        "--duplicates",
+        choices=[str(p) for p in DuplicatePolicy],
+        help="exact duplicate rows in the table: keep, drop or block (default: the dataset's)",
     )
     parser.add_argument("--start", help="first day of the data interval (YYYY-MM-DD), inclusive")
     parser.add_argument("--end", help="end of the data interval (YYYY-MM-DD), exclusive")
@@ -144,6 +102,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     )
     warehouse.add_argument("--warehouse-engine", choices=("duckdb", "bigquery"), default="duckdb")
     warehouse.add_argument("--table", help="source dataset.table (default: the definition's)")
+    warehouse.add_argument(
+        "--sample-fraction",
+        type=float,
+        default=1.0,
+        help="keep this deterministic hash sample of the rows (counted as filter 'sample')",
+    )
     warehouse.add_argument("--bq-project", help="bigquery: project that runs the jobs")
     warehouse.add_argument("--bq-dataset", help="bigquery: dataset receiving the split tables")
     warehouse.add_argument("--bq-location", default="US", help="bigquery: job location")
@@ -151,6 +115,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--bq-label", action="append", default=[], metavar="KEY=VALUE", help="bigquery job label"
     )
     return parser.parse_known_args(argv)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def bigquery_options(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -162,9 +133,9 @@ def bigquery_options(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.warehouse_engine != "bigquery":
         return None
     if not (args.bq_project and args.bq_dataset):
-        raise StageFailed("--warehouse-engine bigquery needs --bq-project and --bq-dataset")
+        raise UsageError("--warehouse-engine bigquery needs --bq-project and --bq-dataset")
     labels = dict(label.split("=", 1) for label in args.bq_label if "=" in label)
-    labels.setdefault("pipeline", args.dataset)
+    labels.setdefault("pipeline", re.sub(r"[^a-z0-9_-]", "_", args.dataset.lower())[:63])
     labels.setdefault("run", re.sub(r"[^a-z0-9_-]", "_", args.run_id.lower())[:63])
     return {
         "project": args.bq_project,
@@ -181,7 +152,7 @@ def _selected_stages(spec: str | None) -> list[str]:
     names = [name.strip() for name in spec.split(",") if name.strip()]
     unknown = [name for name in names if name not in STAGES]
     if unknown:
-        raise StageFailed(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+        raise UsageError(f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
     return names
 
 
@@ -192,7 +163,7 @@ def _open_recorder(args: argparse.Namespace, beam_args: list[str], partial: bool
     if args.restart and storage.exists(run_dir):
         _discard_run_dir(run_dir)
     if storage.isfile(manifest_path) and not partial:
-        raise StageFailed(f"run directory {run_dir} already holds a run; pick another --run-id")
+        raise UsageError(f"run directory {run_dir} already holds a run; pick another --run-id")
     if storage.isfile(manifest_path):
         return RunRecorder(run_dir, json.loads(storage.read_text(manifest_path)))
     storage.makedirs(run_dir)
@@ -201,6 +172,8 @@ def _open_recorder(args: argparse.Namespace, beam_args: list[str], partial: bool
         {
             "run_id": args.run_id,
             "dataset": args.dataset,
+            "label": args.label_description,
+            "display_columns": list(args.display_columns),
             "run_dir": str(run_dir),
             "started_at": dt.datetime.now(dt.UTC).isoformat(),
             "arguments": {k: str(v) for k, v in vars(args).items()},
@@ -224,15 +197,26 @@ def _discard_run_dir(run_dir: str) -> None:
     storage.rmtree(aside)
 
 
+def check_usage(args: argparse.Namespace) -> tuple[DatasetDefinition, list[str], Any]:
+    """Everything the command line decides, checked before anything is written: the dataset,
+    the stages, the BigQuery flags (:class:`UsageError` otherwise)."""
+    dataset = dataset_from_args(args)
+    args.dataset = dataset.name
+    args.label_description = dataset.label.describe()
+    args.display_columns = dataset.summary_columns
+    args.run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.run_id):
+        raise UsageError(f"invalid --run-id {args.run_id!r} (letters, digits, . _ -)")
+    return dataset, _selected_stages(args.stages), bigquery_options(args)
+
+
 def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     """Run the selected stages; return the manifest. Raises when a stage stops the run."""
-    selected = _selected_stages(args.stages)
-    args.run_id = args.run_id or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    bigquery = bigquery_options(args)  # bad flags fail before anything is written
+    dataset, selected, bigquery = check_usage(args)
     recorder = _open_recorder(args, beam_args, partial=bool(args.stages))
     manifest = recorder.manifest
     ctx = RunContext(
-        dataset=get_dataset(args.dataset),
+        dataset=dataset,
         run_dir=recorder.run_dir,
         manifest=manifest,
         beam_args=beam_args,
@@ -245,11 +229,14 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         start=args.start,
         end=args.end,
         push_base=args.push_base,
-        auc_floor=args.auc_floor,
-        auc_tolerance=args.auc_tolerance,
+        models_dir=args.models_dir,
+        metric_floor=args.metric_floor,
+        tolerance=args.tolerance,
         warehouse_engine=args.warehouse_engine,
         bigquery=bigquery,
         source_table=args.table,
+        duplicates=args.duplicates,
+        sample_fraction=args.sample_fraction,
     )
     manifest.pop("error", None)
     manifest.pop("traceback", None)
@@ -288,71 +275,9 @@ def _point_latest(runs_dir: str, run_id: str) -> None:
     os.replace(tmp, runs_dir / LATEST_LINK)
 
 
-def summary(manifest: dict[str, Any]) -> str:
-    """A short human summary of a run manifest."""
-    lines = [f"Run {manifest['run_id']}: {manifest['status']}  ({manifest['run_dir']})"]
-    for name, stage in manifest["stages"].items():
-        lines.append(f"  {name:<11} {stage['status']:<10} {stage.get('seconds', 0):8.1f} s")
-    if rows := manifest.get("rows_per_split"):
-        lines.append("  rows per split: " + ", ".join(f"{k}={v}" for k, v in rows.items()))
-    anomalies = manifest.get("anomalies", [])
-    blocking = sum(1 for a in anomalies if a.get("severity") == "BLOCKING")
-    lines.append(f"  anomalies: {blocking} blocking, {len(anomalies) - blocking} warnings")
-    for anomaly in anomalies[:10]:
-        lines.append(
-            f"    {anomaly.get('severity')}: {anomaly.get('split')}/{anomaly.get('check')} "
-            f"{anomaly.get('feature')}: "
-            f"{anomaly.get('short_description')}"
-        )
-    for split in ("eval", "test"):
-        lines.extend(_metric_lines(manifest.get("metrics", {}), split))
-    parity = manifest["stages"].get("parity", {})
-    if "passed" in parity:
-        lines.append(
-            f"  parity: {'passed' if parity['passed'] else 'FAILED'} on {parity['rows']} rows, "
-            f"{len(parity['features_compared'])} features, max feature deviation "
-            f"{max(parity['max_relative_deviation'].values(), default=0):.2e}"
-        )
-    for prediction in manifest.get("predictions", []):
-        request = prediction["request"]
-        lines.append(
-            f"  served: P(big tipper)={prediction['probability']:.4f} for a "
-            f"{request.get('payment_type')} trip, fare {_number(request.get('fare'))}, "
-            f"{_number(request.get('trip_miles'))} miles"
-        )
-    push = manifest["stages"].get("push", {})
-    if "blessed" in push:
-        verdict = f"pushed as version {push['version']}" if push["blessed"] else "not pushed"
-        lines.append(f"  push: {verdict} ({push['reason']})")
-    if manifest["status"] != "succeeded":
-        lines.append(f"  error: {manifest.get('error')}")
-    return "\n".join(lines)
-
-
-def _number(value: Any) -> str:
-    return "missing" if value is None else f"{value:.2f}"
-
-
-def _metric_lines(metrics: dict[str, Any], split: str) -> list[str]:
-    """One line per model (wide-and-deep, wide only, majority class) on ``split``."""
-    lines = []
-    for label, key in (
-        ("wide & deep", split),
-        ("wide only", f"wide_baseline_{split}"),
-        ("majority", f"majority_baseline_{split}"),
-    ):
-        if values := metrics.get(key):
-            cells = [f"{name} {values[name]:.4f}" for name in ("auc", "accuracy", "log_loss")
-                     if name in values]  # fmt: skip
-            lines.append(f"  {split:<4} {label:<11} " + ", ".join(cells))
-    return lines
-
-
 def is_verdict(error: BaseException) -> bool:
     """True when the run stopped on purpose (see :data:`EXIT_VERDICT`), not by a crash."""
-    from pipeline.validation.anomalies import ValidationFailed
-
-    return isinstance(error, StageFailed | ValidationFailed)
+    return isinstance(error, Verdict)
 
 
 def _quiet_logs() -> None:
@@ -366,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
     try:
         manifest = run(args, beam_args)
+    except (UsageError, DefinitionError) as error:  # before anything was written
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as error:  # the summary and manifest carry the details
         manifest_path = storage.join(args.runs_dir, args.run_id or "", MANIFEST)
         print(f"\nRUN FAILED: {type(error).__name__}: {error}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """``python -m pipeline.serve``: serve versioned exports with TensorFlow Serving's REST API.
 
-    python -m pipeline.serve --model-base runs/LATEST/serving/taxi --model-name taxi \\
+    python -m pipeline.serve [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
         [--host 127.0.0.1 --port 8501 --poll-seconds 2] \\
         [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N]
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
 from pipeline.serving.models import ModelRegistry
 from pipeline.serving.request_log import RequestLog
@@ -34,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model-base", type=Path, required=True, help="holds <version>/ dirs")
-    parser.add_argument("--model-name", required=True, help="the NAME in /v1/models/NAME")
-    parser.add_argument("--dataset", default="taxi", help="raw features of JSON requests")
+    add_dataset_argument(parser)
+    parser.add_argument(
+        "--model-base", type=Path, help="holds <version>/ dirs (default: models/<model name>)"
+    )
+    parser.add_argument(
+        "--model-name", help="the NAME in /v1/models/NAME (default: the dataset's model name)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--poll-seconds", type=float, default=2.0)
@@ -60,11 +64,15 @@ def build_service(args: argparse.Namespace) -> ServingService:
             args.request_log_sample,
             flush_seconds=args.request_log_flush_seconds,
         )
-    return ServingService(args.model_name, get_dataset(args.dataset), registry, request_log)
+    return ServingService(args.model_name, args.definition, registry, request_log)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    with exit_on_usage_error():
+        args.definition = dataset_from_args(args)
+    args.model_name = args.model_name or args.definition.served_model_name
+    args.model_base = args.model_base or Path("models") / args.model_name
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import storage
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
+from pipeline.verdicts import Verdict
 
 SPLITS_DIR = "splits"
 STATISTICS_DIR = "statistics"
@@ -26,8 +27,8 @@ MODEL_DIR = "model"
 SERVING_DIR = "serving"
 
 
-class StageFailed(RuntimeError):
-    """A stage stopped the run; the message says which stage and why."""
+class StageFailed(Verdict):
+    """A stage stopped the run on purpose; the message says which stage and why."""
 
 
 @dataclasses.dataclass
@@ -40,7 +41,7 @@ class RunContext:
     beam_args: list[str]
     data_dir: Path = Path("data")
     db: Path | None = None
-    model_name: str = "taxi"
+    model_name: str | None = None  # default: the definition's model name
     train_steps: int = 1000
     parity_rows: int = 200
     predict_rows: int = 3
@@ -53,8 +54,17 @@ class RunContext:
     warehouse_engine: str = "duckdb"
     bigquery: dict[str, Any] | None = None
     source_table: str | None = None
-    auc_floor: float = 0.6
-    auc_tolerance: float = 0.01
+    duplicates: str | None = None  # keep | drop | block; default: the definition's
+    sample_fraction: float = 1.0
+    # Blessing: the eval value of the label kind's metric must beat ``metric_floor`` (default:
+    # the run's trivial baseline) and be within ``tolerance`` of the served version's.
+    metric_floor: float | None = None
+    tolerance: float = 0.01
+    models_dir: str = "models"  # push base default: <models_dir>/<model name>
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.dataset.served_model_name
 
     # ---- where earlier stages put things ------------------------------------------------------
 
@@ -75,7 +85,7 @@ class RunContext:
 
     @property
     def model_base(self) -> str:
-        return storage.join(self.run_dir, SERVING_DIR, self.model_name)
+        return storage.join(self.run_dir, SERVING_DIR, self.served_model_name)
 
     def stage_record(self, name: str) -> dict[str, Any]:
         record = self.manifest["stages"].get(name)
@@ -94,9 +104,10 @@ class RunContext:
 
 
 def stage_data(ctx: RunContext, record: dict) -> None:
-    """Make sure the embedded warehouse exists (downloads and loads the taxi sample once).
+    """Make sure the embedded warehouse exists (fetches and loads the dataset's source once).
 
-    With the BigQuery engine the source table lives in BigQuery: nothing to prepare here.
+    With ``--db`` the given warehouse file is used as it is; with the BigQuery engine the source
+    table lives in BigQuery: nothing to prepare here.
     """
     from pipeline import data
 
@@ -104,7 +115,9 @@ def stage_data(ctx: RunContext, record: dict) -> None:
     if ctx.warehouse_engine == "bigquery":
         record.update(engine="bigquery", table=table)
         return
-    db_path = ctx.db or data.ensure_taxi_warehouse(ctx.data_dir)
+    if ctx.db is not None and not Path(ctx.db).is_file():
+        raise StageFailed(f"warehouse file {ctx.db} not found")
+    db_path = ctx.db or data.ensure_warehouse(ctx.dataset, ctx.data_dir)
     record.update(engine="duckdb", warehouse_file=str(db_path), table=table)
 
 
@@ -114,7 +127,11 @@ def stage_warehouse(ctx: RunContext, record: dict) -> None:
 
     data_record = ctx.stage_record("data")
     splits_dir = storage.join(ctx.run_dir, SPLITS_DIR)
-    options: dict[str, Any] = {"table": ctx.source_table}
+    options: dict[str, Any] = {
+        "table": ctx.source_table,
+        "duplicates": ctx.duplicates,
+        "sample_fraction": ctx.sample_fraction,
+    }
     if ctx.warehouse_engine == "bigquery":
         bigquery = warehouse.BigQueryOptions(**(ctx.bigquery or {}), export_uri=splits_dir)
         options.update(engine="bigquery", bigquery=bigquery)
@@ -125,7 +142,10 @@ def stage_warehouse(ctx: RunContext, record: dict) -> None:
     record.update(split.to_manifest())
     ctx.manifest["rows_per_split"] = split.row_counts
     if not split.row_counts.get("train"):
-        raise StageFailed("the warehouse selected no training rows for this interval")
+        raise StageFailed(
+            f"the warehouse selected no training rows from {split.config['table']} "
+            f"(input {split.input_rows} rows, removed {split.removed_rows})"
+        )
 
 
 def stage_validation(ctx: RunContext, record: dict) -> None:
@@ -134,10 +154,13 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
     from pipeline.validation.report import write_html
 
     stats_dir = storage.join(ctx.run_dir, STATISTICS_DIR)
-    schema = validate.load_schema(ctx.dataset.name)
+    schema = validate.load_schema(ctx.dataset)
     stats = {
         name: validate.compute_statistics(
-            f"{path}/*.parquet", storage.join(stats_dir, f"{name}.pb"), ctx.beam_args
+            f"{path}/*.parquet",
+            storage.join(stats_dir, f"{name}.pb"),
+            ctx.beam_args,
+            exclude=(ctx.dataset.label.name,),
         )
         for name, path in ctx.split_dirs().items()
     }
@@ -150,7 +173,7 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
     )
     record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
     record["report_html"] = str(html)
-    ctx.manifest["schema_sha256"] = storage.sha256(validate.schema_path(ctx.dataset.name))
+    ctx.manifest["schema_sha256"] = storage.sha256(validate.schema_path(ctx.dataset))
     ctx.manifest["anomalies"] = [
         {"split": name, **anomaly}
         for name, report in record["reports"].items()
@@ -233,16 +256,23 @@ def stage_predict(ctx: RunContext, record: dict) -> None:
 
 
 def stage_push(ctx: RunContext, record: dict) -> None:
-    """Bless and publish the export when its eval AUC clears the floor and the served model.
+    """Bless and publish the export when its eval metric beats the floor and the served model.
 
-    Not being blessed is a normal outcome (recorded, the run still succeeds): the served version
-    simply stays.
+    The metric is the label kind's (AUC, macro-F1 or RMSE); the floor defaults to the run's
+    trivial baseline on eval. Not being blessed is a normal outcome (recorded, the run still
+    succeeds): the served version simply stays.
     """
-    from pipeline.push import push
+    from pipeline.push import BlessingRule, push
 
-    eval_auc = float(ctx.manifest["metrics"]["eval"]["auc"])
-    base = ctx.push_base or storage.join("models", ctx.model_name)
-    decision = push(ctx.export_dir(), base, eval_auc, ctx.auc_floor, ctx.auc_tolerance)
+    head = ctx.dataset.label.head
+    metrics = ctx.stage_record("train")["metrics"]
+    value = float(metrics["eval"][head.blessing_metric])
+    floor = ctx.metric_floor
+    if floor is None:
+        floor = float(metrics[f"{head.baseline}_baseline_eval"][head.blessing_metric])
+    rule = BlessingRule(head.blessing_metric, head.higher_is_better, floor, ctx.tolerance)
+    base = ctx.push_base or storage.join(ctx.models_dir, ctx.served_model_name)
+    decision = push(ctx.export_dir(), base, value, rule)
     record.update(decision.to_json())
     ctx.manifest["pushed"] = decision.blessed
 

@@ -5,14 +5,18 @@ shuffled, batched *before* parsing so one vectorized ``parse_example`` handles a
 the next batches are prefetched while the model trains on the current one
 (``bench/input_pipeline.py`` measures the pipeline against the model's consumption).
 
-Metrics (AUC, accuracy, precision, recall, log loss) are reported on eval and test for the model
-and for two baselines beside it:
+The label kind decides the head, the loss and the metrics (``pipeline.metrics``: AUC, accuracy,
+precision, recall, log loss for binary labels; accuracy, macro-F1, log loss for multi-class;
+RMSE, MAE, R^2 for regression). Metrics are reported on eval and test for the model and for two
+baselines beside it:
 
-* ``majority_baseline_<split>``: always predict the training split's majority class, with the
-  training positive rate as the probability (AUC 0.5; its log loss is that of the base rate);
+* ``<majority|mean>_baseline_<split>``: always predict the training class shares (binary and
+  multi-class: the majority class) or the training mean (regression);
 * ``wide_baseline_<split>``: the wide part alone (a linear model over the same one-hot features),
   built by the same code, trained on the same batches for the same steps with the same early
   stopping.
+
+``--train-steps N`` trains exactly N steps unless early stopping ends training sooner.
 """
 
 from __future__ import annotations
@@ -24,27 +28,28 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from pipeline import metrics as evaluation
 from pipeline import storage
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import DatasetDefinition, Head, LabelKind
 from pipeline.model import (
     WIDE_AND_DEEP,
     WIDE_ONLY,
     ModelConfig,
     ModelInput,
     build_model,
+    initial_output_bias,
     model_inputs,
 )
 
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
 EVALUATED_SPLITS = ("eval", "test")
-# Log loss clips probabilities like Keras' binary cross-entropy does.
-_EPSILON = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,43 +118,41 @@ def make_dataset(
     return parsed.prefetch(AUTOTUNE)
 
 
-def majority_baseline(train_positive_rate: float, positive_rate: float) -> dict[str, float]:
-    """Metrics on a split with ``positive_rate`` of always predicting the training majority.
+class StepBudget(tf_keras.callbacks.Callback):
+    """Stops training after exactly ``steps`` batches, wherever that falls in an epoch."""
 
-    The probability predicted for every row is the training positive rate, so AUC is 0.5 and
-    the log loss is the cross-entropy of the base rate; the class is the training majority.
-    """
-    predicts_positive = train_positive_rate >= 0.5
-    accuracy = positive_rate if predicts_positive else 1.0 - positive_rate
-    p = min(max(train_positive_rate, _EPSILON), 1.0 - _EPSILON)
-    log_loss = -(positive_rate * math.log(p) + (1.0 - positive_rate) * math.log(1.0 - p))
-    return {
-        "auc": 0.5,
-        "accuracy": round(accuracy, 6),
-        # Keras reports 0 precision when nothing is predicted positive.
-        "precision": round(positive_rate, 6) if predicts_positive else 0.0,
-        "recall": (1.0 if positive_rate > 0 else 0.0) if predicts_positive else 0.0,
-        "log_loss": round(log_loss, 6),
-    }
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = steps
+        self.done = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done >= self.steps:
+            self.model.stop_training = True
 
 
 def _fit(
     model: tf_keras.Model,
+    head: Head,
     train_ds: tf.data.Dataset,
     eval_ds: tf.data.Dataset,
     config: TrainConfig,
     log_dir: str,
 ) -> int:
-    """Fit with early stopping on eval AUC and TensorBoard logs; returns the steps trained."""
-    history = model.fit(
+    """Fit with early stopping on the head's metric and TensorBoard logs; the steps trained."""
+    steps_per_epoch = max(1, min(config.steps_per_epoch, config.train_steps))
+    budget = StepBudget(config.train_steps)
+    model.fit(
         train_ds,
         validation_data=eval_ds,
-        epochs=max(1, config.train_steps // config.steps_per_epoch),
-        steps_per_epoch=config.steps_per_epoch,
+        epochs=math.ceil(config.train_steps / steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
         callbacks=[
+            budget,
             tf_keras.callbacks.EarlyStopping(
-                monitor="val_auc",
-                mode="max",
+                monitor=head.stopping_metric,
+                mode=head.stopping_mode,
                 patience=config.early_stopping_patience,
                 restore_best_weights=True,
             ),
@@ -157,32 +160,93 @@ def _fit(
         ],
         verbose=0,
     )
-    return len(history.history["loss"]) * config.steps_per_epoch
+    return budget.done
 
 
-def _evaluate(model: tf_keras.Model, split_datasets: dict[str, tf.data.Dataset]) -> dict:
-    return {
-        split: {
-            k: round(float(v), 6)
-            for k, v in model.evaluate(ds, verbose=0, return_dict=True).items()
-        }
-        for split, ds in split_datasets.items()
-    }
+def _labels_and_predictions(
+    model: tf_keras.Model, dataset: tf.data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    labels, predictions = [], []
+    for features, label in dataset:
+        labels.append(label.numpy())
+        predictions.append(model(features, training=False).numpy())
+    if not labels:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(labels), np.concatenate(predictions)
+
+
+def label_scale(dataset: DatasetDefinition, values: np.ndarray) -> np.ndarray:
+    """Values of the transformed label back on the label's own scale (undo ``log1p``)."""
+    label = dataset.label
+    if label.kind is LabelKind.REGRESSION and getattr(label, "log1p", False):
+        return np.expm1(values)
+    return values
+
+
+def evaluate_model(
+    dataset: DatasetDefinition, model: tf_keras.Model, split_datasets: dict[str, tf.data.Dataset]
+) -> dict[str, dict[str, float]]:
+    """The head's metrics of ``model`` on every split."""
+    results = {}
+    for split, ds in split_datasets.items():
+        labels, predictions = _labels_and_predictions(model, ds)
+        results[split] = evaluation.evaluate(
+            dataset.label_kind, label_scale(dataset, labels), label_scale(dataset, predictions)
+        )
+    return results
 
 
 def _train_model(
+    dataset: DatasetDefinition,
     inputs: list[ModelInput],
     parts,
     train_ds: tf.data.Dataset,
     split_datasets: dict[str, tf.data.Dataset],
     config: TrainConfig,
     log_dir: str,
+    output_bias: list[float],
 ) -> tuple[tf_keras.Model, int, dict]:
     """Build (same seed for every model), fit and evaluate one model on the given batches."""
     tf_keras.utils.set_random_seed(config.seed)
-    model = build_model(inputs, config.model, parts)
-    steps = _fit(model, train_ds, split_datasets["eval"], config, log_dir)
-    return model, steps, _evaluate(model, split_datasets)
+    head = dataset.label.head
+    model = build_model(inputs, head, config.model, parts, output_bias)
+    steps = _fit(model, head, train_ds, split_datasets["eval"], config, log_dir)
+    return model, steps, evaluate_model(dataset, model, split_datasets)
+
+
+def split_labels(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> np.ndarray:
+    """Every label of a split (parses the label only)."""
+    label_spec = {label: tft_output.transformed_feature_spec()[label]}
+    records = tf.data.Dataset.list_files(file_pattern, shuffle=False).interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        num_parallel_calls=AUTOTUNE,
+    )
+    batches = records.batch(4096).map(
+        lambda s: tf.io.parse_example(s, label_spec)[label], num_parallel_calls=AUTOTUNE
+    )
+    values = [batch.numpy() for batch in batches.prefetch(AUTOTUNE)]
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def _baselines(
+    dataset: DatasetDefinition,
+    tft_output: tft.TFTransformOutput,
+    example_patterns: dict[str, str],
+    splits: list[str],
+) -> tuple[dict, dict]:
+    """The training label summary and the trivial baseline's metrics on ``splits``."""
+    kind, name = dataset.label_kind, dataset.label.name
+    train_labels = split_labels(example_patterns["train"], tft_output, name)
+    summary = evaluation.label_summary(kind, train_labels, dataset.label.num_classes)
+    scaled = evaluation.label_summary(
+        kind, label_scale(dataset, train_labels), dataset.label.num_classes
+    )
+    results = {}
+    for split in splits:
+        labels = label_scale(dataset, split_labels(example_patterns[split], tft_output, name))
+        predictions = evaluation.baseline_predictions(kind, scaled, len(labels))
+        results[split] = evaluation.evaluate(kind, labels, predictions)
+    return summary, results
 
 
 def train_and_evaluate(
@@ -194,12 +258,14 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Fit on train with early stopping on eval; metrics on eval/test beside both baselines.
 
-    ``metrics`` keys: ``eval``/``test`` (the model), ``majority_baseline_<split>``,
-    ``wide_baseline_<split>`` (unless ``config.wide_baseline`` is off) and ``positive_rate``.
+    ``metrics`` keys: ``eval``/``test`` (the model), ``<majority|mean>_baseline_<split>``,
+    ``wide_baseline_<split>`` (unless ``config.wide_baseline`` is off) and ``train_labels`` (what
+    the trivial baseline learned: class shares or the mean, on the transformed label's scale).
     """
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(str(transform_dir))
     label = dataset.label.name
+    head = dataset.label.head
     inputs = model_inputs(dataset, tft_output)
     train_ds = make_dataset(
         example_patterns["train"], tft_output, label, config.batch_size, True, True, config.seed
@@ -213,50 +279,28 @@ def train_and_evaluate(
     }
     if "eval" not in split_datasets:
         raise ValueError("training needs an eval split for early stopping")
+    summary, baseline = _baselines(dataset, tft_output, example_patterns, list(split_datasets))
+    bias = initial_output_bias(head, summary)
     with storage.staged_directory(model_dir) as staging:
         model, steps, metrics = _train_model(
-            inputs, WIDE_AND_DEEP, train_ds, split_datasets, config, storage.join(staging, "logs")
-        )
+            dataset, inputs, WIDE_AND_DEEP, train_ds, split_datasets, config,
+            storage.join(staging, "logs"), bias,
+        )  # fmt: skip
         wide_steps = None
         if config.wide_baseline:
             _, wide_steps, wide_metrics = _train_model(
-                inputs,
-                WIDE_ONLY,
-                train_ds,
-                split_datasets,
-                config,
-                storage.join(staging, "logs", "wide"),
-            )
+                dataset, inputs, WIDE_ONLY, train_ds, split_datasets, config,
+                storage.join(staging, "logs", "wide"), bias,
+            )  # fmt: skip
             for split, values in wide_metrics.items():
                 metrics[f"wide_baseline_{split}"] = values
-        rates = {
-            split: _positive_rate(example_patterns[split], tft_output, label)
-            for split in ("train", *split_datasets)
-        }
-        for split in split_datasets:
-            metrics[f"majority_baseline_{split}"] = majority_baseline(rates["train"], rates[split])
-        metrics["positive_rate"] = {split: round(rate, 6) for split, rate in rates.items()}
+        for split, values in baseline.items():
+            metrics[f"{head.baseline}_baseline_{split}"] = values
+        metrics["train_labels"] = summary
         model.save(storage.join(staging, "keras"), save_format="tf")
     return TrainResult(
         str(model_dir), metrics, time.perf_counter() - started, steps, config, wide_steps
     )
-
-
-def _positive_rate(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> float:
-    """Share of positive labels in a split (parses the label only)."""
-    label_spec = {label: tft_output.transformed_feature_spec()[label]}
-    records = tf.data.Dataset.list_files(file_pattern, shuffle=False).interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        num_parallel_calls=AUTOTUNE,
-    )
-    labels = records.batch(4096).map(
-        lambda s: tf.io.parse_example(s, label_spec)[label], num_parallel_calls=AUTOTUNE
-    )
-    positives = total = 0
-    for batch in labels.prefetch(AUTOTUNE):
-        positives += int(tf.reduce_sum(batch))
-        total += int(tf.size(batch))
-    return positives / max(total, 1)
 
 
 def load_trained_model(model_dir: str | Path) -> tf_keras.Model:
@@ -276,6 +320,13 @@ def _units(text: str) -> tuple[int, ...]:
     return units
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         train_steps=args.train_steps,
@@ -293,12 +344,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, train_steps: int | None = None) -> None:
     """The training hyperparameters as flags, defaulting to :class:`TrainConfig`'s values."""
     train, model = TrainConfig(), ModelConfig()
-    parser.add_argument("--train-steps", type=int, default=train.train_steps)
-    parser.add_argument("--steps-per-epoch", type=int, default=train.steps_per_epoch)
-    parser.add_argument("--batch-size", type=int, default=train.batch_size)
+    parser.add_argument("--train-steps", type=_positive, default=train_steps or train.train_steps)
+    parser.add_argument("--steps-per-epoch", type=_positive, default=train.steps_per_epoch)
+    parser.add_argument("--batch-size", type=_positive, default=train.batch_size)
     parser.add_argument(
         "--early-stopping-patience", type=int, default=train.early_stopping_patience
     )
@@ -324,22 +375,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and evaluate the wide-and-deep model.")
-    parser.add_argument("--dataset", default="taxi")
+    add_dataset_argument(parser)
     parser.add_argument("--transform-dir", required=True, help="a path or gs:// URI")
     parser.add_argument("--model-dir", required=True, help="a path or gs:// URI")
     add_train_arguments(parser)
     args = parser.parse_args(argv)
+    with exit_on_usage_error():
+        dataset = dataset_from_args(args)
     patterns = {
         split: storage.join(args.transform_dir, "examples", f"{split}-*.tfrecord.gz")
         for split in ("train", *EVALUATED_SPLITS)
     }
     examples = {split: pattern for split, pattern in patterns.items() if storage.glob(pattern)}
     result = train_and_evaluate(
-        get_dataset(args.dataset),
-        args.transform_dir,
-        examples,
-        args.model_dir,
-        config_from_args(args),
+        dataset, args.transform_dir, examples, args.model_dir, config_from_args(args)
     )
     print(json.dumps(result.to_manifest(), indent=2))
 

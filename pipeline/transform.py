@@ -30,8 +30,8 @@ from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
 from pipeline import storage
 from pipeline.arrow_io import ReadSplitBatches
-from pipeline.dataset import DatasetDefinition
-from pipeline.datasets import get_dataset
+from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
+from pipeline.definition import DatasetDefinition
 from pipeline.raw_schema import tensor_adapter_config
 from pipeline.tfrecord_io import WriteBatchesToTFRecord, finalize_shards
 from transforms.preprocessing import make_preprocessing_fn
@@ -239,7 +239,7 @@ def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="taxi")
+    add_dataset_argument(parser)
     parser.add_argument(
         "--split",
         action="append",
@@ -256,11 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--cache-dir", help="TFT analyzer cache shared across runs")
     args, beam_args = parser.parse_known_args(argv)
+    with exit_on_usage_error():
+        dataset = dataset_from_args(args)
     splits = dict(item.split("=", 1) for item in args.split)
     spans = dict(item.split("=", 1) for item in args.span) if args.span else None
-    result = run_transform(
-        get_dataset(args.dataset), splits, args.output, beam_args, spans, args.cache_dir
-    )
+    result = run_transform(dataset, splits, args.output, beam_args, spans, args.cache_dir)
     print(json.dumps(result.to_manifest(), indent=2))
 
 

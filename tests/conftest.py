@@ -30,7 +30,7 @@ def taxi():
 
 
 def make_rows(rows: int, seed: int, fare_scale: float = 1.0, hour_shift: int = 0) -> pa.Table:
-    """A taxi-shaped table with every raw column, some nulls, and a learnable label.
+    """A taxi-shaped split file: every raw column, some nulls, and a learnable label.
 
     ``fare_scale`` and ``hour_shift`` let a test give eval a different distribution from train.
     """
@@ -61,11 +61,13 @@ def make_rows(rows: int, seed: int, fare_scale: float = 1.0, hour_shift: int = 0
         "dropoff_community_area": _with_nulls(rng, rng.integers(1, 78, rows), 0.05),
         "tips": np.round(fare * tip_rate, 2),
     }
+    # The label as the warehouse's SQL computes it: in double precision on these values.
+    data["big_tipper"] = (np.asarray(data["tips"]) > 0.2 * np.asarray(data["fare"])).astype(int)
     dataset = get_dataset("taxi")
     return pa.table(
         {
             c.name: pa.array(data[c.name], type=_ARROW_TYPES[c.type.split_file_type])
-            for c in dataset.columns
+            for c in dataset.split_file_columns
         }
     )
 

@@ -8,12 +8,13 @@ import shutil
 import subprocess
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline.dataset import ModelPart
+from pipeline.definition import ModelPart
 from pipeline.export import (
     EXAMPLES_INPUT,
     MISSING_VALUES,
@@ -22,7 +23,7 @@ from pipeline.export import (
     raw_inputs,
     raw_instances,
 )
-from pipeline.model import METRICS, WIDE_ONLY, ModelConfig, build_model, model_inputs
+from pipeline.model import WIDE_ONLY, ModelConfig, build_model, model_inputs
 from pipeline.parity import check_parity, serving_examples
 from pipeline.raw_schema import tf_dtype
 from pipeline.train import load_trained_model
@@ -61,23 +62,27 @@ def test_model_beats_both_baselines_on_eval_and_test(trained_export):
         assert metrics[split]["auc"] > majority["auc"] + 0.2, split
         assert metrics[split]["log_loss"] < majority["log_loss"], split
         assert wide["auc"] > majority["auc"], split
-    assert set(metrics["positive_rate"]) == {"train", "eval", "test"}
+    assert metrics["train_labels"]["examples"] == 3000
 
 
-def test_every_metric_is_reported_for_the_model_and_both_baselines(trained_export):
+def test_every_metric_is_reported_for_the_model_and_both_baselines(trained_export, small_splits):
     metrics = trained_export[0].metrics
+    names = ("auc", "accuracy", "precision", "recall", "log_loss")
     for split in ("eval", "test"):
         for key in (split, f"majority_baseline_{split}", f"wide_baseline_{split}"):
-            assert set(METRICS) <= set(metrics[key]), key
-            for name in METRICS:
+            assert set(names) <= set(metrics[key]), key
+            for name in names:
                 value = metrics[key][name]
                 assert math.isfinite(value), (key, name)
                 if name == "log_loss":
                     assert value > 0, key
                 else:
                     assert 0.0 <= value <= 1.0, (key, name, value)
-    rate = metrics["positive_rate"]["eval"]
-    assert metrics["majority_baseline_eval"]["accuracy"] == pytest.approx(max(rate, 1 - rate))
+    train_rate = metrics["train_labels"]["class_shares"][1]
+    assert train_rate < 0.5  # so the majority always predicts 0 ...
+    eval_labels = np.asarray(pq.read_table(small_splits["eval"])["big_tipper"])
+    # ... and is right exactly as often as eval's negatives occur.
+    assert metrics["majority_baseline_eval"]["accuracy"] == pytest.approx(1 - eval_labels.mean())
 
 
 def test_hidden_layers_and_parts_are_configurable(transform_output, taxi):
@@ -86,16 +91,16 @@ def test_hidden_layers_and_parts_are_configurable(transform_output, taxi):
     def hidden(model) -> list[tuple[str, int]]:
         return [(la.name, la.units) for la in model.layers if la.name.startswith("deep_hidden_")]
 
-    three = build_model(inputs, ModelConfig(hidden_units=(16, 8, 4), dropout=0.0))
+    three = build_model(inputs, taxi.label.head, ModelConfig(hidden_units=(16, 8, 4), dropout=0.0))
     assert hidden(three) == [("deep_hidden_0", 16), ("deep_hidden_1", 8), ("deep_hidden_2", 4)]
     assert not any(la.name.startswith("deep_dropout_") for la in three.layers)
-    one = build_model(inputs, ModelConfig(hidden_units=(5,), max_embedding_dim=3))
+    one = build_model(inputs, taxi.label.head, ModelConfig(hidden_units=(5,), max_embedding_dim=3))
     assert hidden(one) == [("deep_hidden_0", 5)]
     assert "deep_dropout_0" in _layer_names(one)
     embeddings = [la for la in one.layers if isinstance(la, tf_keras.layers.Embedding)]
     assert embeddings and max(la.output_dim for la in embeddings) == 3
 
-    wide = build_model(inputs, ModelConfig(), parts=WIDE_ONLY)
+    wide = build_model(inputs, taxi.label.head, ModelConfig(), parts=WIDE_ONLY)
     layers = _layer_names(wide)
     assert not any(_feeds_deep(i.name, layers) for i in inputs)
     assert "deep_logit" not in layers and "wide_logit" in layers
@@ -152,6 +157,8 @@ def test_predict_in_a_fresh_process_from_a_moved_export(trained_export, small_sp
     predictions = json.loads(completed.stdout.strip().splitlines()[-1])["predictions"]
     assert len(predictions) == 3
     assert all(0.0 <= p["probability"] <= 1.0 and "tips" not in p["request"] for p in predictions)
+    assert {p["label"] for p in predictions} == {"big_tipper"}
+    assert all(p["class"] == ("1" if p["probability"] >= 0.5 else "0") for p in predictions)
 
 
 def test_parity_holds_for_every_feature_and_the_prediction(

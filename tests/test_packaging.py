@@ -18,7 +18,10 @@ def test_the_setup_file_builds_a_complete_worker_package(tmp_path):
     for needed in (
         "pipeline/storage.py",
         "pipeline/tfrecord_io.py",
-        "pipeline/datasets/taxi.py",
+        "pipeline/datasets/taxi/definition.py",
+        "pipeline/datasets/flights/definition.py",
+        "schemas/taxi/schema.pbtxt",
+        "schemas/flights/schema.pbtxt",
         "pipeline/warehouse/sql/split.sql",
         "transforms/preprocessing.py",
         "transforms/blocks.py",
@@ -26,7 +29,8 @@ def test_the_setup_file_builds_a_complete_worker_package(tmp_path):
         assert needed in names, f"{needed} missing from {sdist}"
     assert not any(name.startswith(("tests/", "dags/", "data/", "runs/")) for name in names)
 
-    # Installed on its own (as on a worker), the package finds its SQL files and definitions.
+    # Installed on its own (as on a worker), the package finds its SQL files, its dataset folders
+    # and their schemas (package data, read without TensorFlow here: the text is enough).
     target = tmp_path / "worker"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -38,8 +42,13 @@ def test_the_setup_file_builds_a_complete_worker_package(tmp_path):
         "import pipeline, transforms.preprocessing\n"
         "from pipeline.warehouse.query import split_query\n"
         "from pipeline.warehouse.config import SplitConfig\n"
+        "from pipeline.datasets import dataset_names, get_dataset\n"
+        "from importlib import resources\n"
         f"assert pipeline.__file__.startswith({str(target)!r}), pipeline.__file__\n"
-        "print(len(split_query(SplitConfig()).sql))\n"
+        "assert {'taxi', 'flights', 'flights_lateness'} <= set(dataset_names())\n"
+        "schema = resources.files('schemas').joinpath('flights', 'schema.pbtxt').read_text()\n"
+        "assert 'arr_delay' in schema\n"
+        "print(len(split_query(SplitConfig(get_dataset('flights'))).sql))\n"
     )
     completed = subprocess.run(
         [sys.executable, "-c", probe],

@@ -22,6 +22,7 @@ from tensorflow_data_validation.statistics.stats_impl import generate_statistics
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.arrow_io import to_list_batch
+from pipeline.datasets import get_dataset
 from pipeline.validation.report import write_html
 from pipeline.validation.schema import load_schema
 from pipeline.validation.splits import validate_splits
@@ -85,7 +86,7 @@ def report_page(tmp_path_factory):
     )
     serving = _with_payment(make_rows(600, seed=3, fare_scale=1.5), 10, "Bitcoin").drop(["tips"])
     stats = {"train": _stats(train), "eval": _stats(eval_), "serving": _stats(serving)}
-    reports = validate_splits(stats, load_schema("taxi"))
+    reports = validate_splits(stats, load_schema(get_dataset("taxi")))
     page = Path(
         write_html(
             tmp_path_factory.mktemp("report") / "validation.html",

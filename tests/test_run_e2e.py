@@ -11,9 +11,11 @@ import duckdb
 import pytest
 
 from pipeline import storage
-from pipeline.data import ensure_taxi_warehouse
-from pipeline.run import EXIT_VERDICT
+from pipeline.cli import EXIT_USAGE
+from pipeline.data import ensure_warehouse
+from pipeline.datasets import get_dataset
 from pipeline.validation.stats import load_statistics
+from pipeline.verdicts import EXIT_VERDICT
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,7 @@ STAGES = [
 
 
 def _run(runs_dir: Path | str, *extra: str) -> subprocess.CompletedProcess:
-    push_base = storage.join(storage.parent(runs_dir), "models", "taxi")
+    models_dir = storage.join(storage.parent(runs_dir), "models")
     return subprocess.run(
         [
             PYTHON,
@@ -46,8 +48,8 @@ def _run(runs_dir: Path | str, *extra: str) -> subprocess.CompletedProcess:
             str(REPO_ROOT / "data"),
             "--train-steps",
             "200",
-            "--push-base",
-            push_base,
+            "--models-dir",
+            models_dir,
             *extra,
         ],
         capture_output=True,
@@ -101,7 +103,8 @@ def test_parity_and_a_served_prediction(taxi_run):
     assert len(parity["features_compared"]) == 18
     predictions = manifest["predictions"]
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
-    assert "parity: passed" in stdout and "served: P(big tipper)=" in stdout
+    assert "parity: passed" in stdout and "served: big_tipper=" in stdout
+    assert "for payment_type=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
 
 
@@ -112,23 +115,24 @@ def test_a_blessed_model_is_pushed_in_the_serving_layout(taxi_run):
     version_dir = Path(push["version_dir"])
     assert version_dir.parent == runs_dir.parent / "models" / "taxi"
     assert (version_dir / "saved_model.pb").is_file()
-    assert json.loads((version_dir / "blessing.json").read_text())["eval_auc"] == pytest.approx(
-        manifest["metrics"]["eval"]["auc"]
-    )
+    blessing = json.loads((version_dir / "blessing.json").read_text())
+    assert blessing["metric"] == "auc"
+    assert blessing["value"] == pytest.approx(manifest["metrics"]["eval"]["auc"])
+    assert blessing["floor"] == manifest["metrics"]["majority_baseline_eval"]["auc"] == 0.5
     assert f"push: pushed as version {push['version']}" in stdout
 
 
 def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):
     runs_dir, _, _ = taxi_run
     completed = _run(runs_dir, "--run-id", "first")
-    assert completed.returncode == EXIT_VERDICT
+    assert completed.returncode == EXIT_USAGE
     assert "already holds a run" in completed.stderr
 
 
 def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
     """Fares in cents are out of the schema's range: the run must stop at validation."""
     db = tmp_path / "warehouse.duckdb"
-    shutil.copy(ensure_taxi_warehouse(REPO_ROOT / "data"), db)
+    shutil.copy(ensure_warehouse(get_dataset("taxi"), REPO_ROOT / "data"), db)
     with duckdb.connect(str(db)) as con:
         con.execute("UPDATE chicago_taxi_trips.taxi_trips SET fare = fare * 100")
     runs_dir = tmp_path / "runs"
@@ -167,7 +171,7 @@ def test_a_stage_without_its_inputs_fails_clearly(tmp_path):
     assert completed.returncode == EXIT_VERDICT
     assert "run the warehouse stage first" in completed.stderr
     unknown = _run(runs_dir, "--run-id", "empty", "--stages", "tranform")
-    assert unknown.returncode == EXIT_VERDICT and "unknown stage" in unknown.stderr
+    assert unknown.returncode == EXIT_USAGE and "unknown stage" in unknown.stderr
 
 
 def test_a_crash_exits_1_so_that_a_scheduler_retries_it(tmp_path):

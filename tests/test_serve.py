@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
 from pipeline.predict import raw_examples
-from pipeline.push import push
+from pipeline.push import BlessingRule, push
 from pipeline.serving.errors import NotFound
 from pipeline.serving.examples import SMALL_BATCH, ExampleEncoder
 from pipeline.serving.models import ModelRegistry
@@ -35,6 +35,7 @@ from tests.conftest import PYTHON, subprocess_env
 pytestmark = pytest.mark.slow
 
 MODEL = "taxi"
+AUC_RULE = BlessingRule("auc", higher_is_better=True, floor=0.5, tolerance=0.01)
 ROWS = 16
 MAX_BODY = 200_000
 
@@ -399,13 +400,13 @@ def test_pushed_version_is_picked_up_without_restart(trained_export, tmp_path, e
     trained, exported = trained_export
     auc = trained.metrics["eval"]["auc"]
     base = tmp_path / "base"
-    assert push(exported.export_dir, base, auc, 0.5, 0.01).version == 1
+    assert push(exported.export_dir, base, auc, AUC_RULE).version == 1
     examples, _ = eval_rows
     body = {"instances": [b64(e) for e in examples[:4]]}
     with running_server(base, tmp_path) as client:
         assert served_versions(client) == {"1"}
         with steady_traffic(client, body) as statuses:  # requests keep working during the swap
-            assert push(exported.export_dir, base, auc, 0.5, 0.01, version=2).blessed
+            assert push(exported.export_dir, base, auc, AUC_RULE, version=2).blessed
             wait_for(lambda: served_versions(client) == {"1", "2"}, what="version 2")
         assert statuses and set(statuses) == {200}
         assert client.get(f"/v1/models/{MODEL}/metadata")[1]["model_spec"]["version"] == "2"
@@ -413,7 +414,7 @@ def test_pushed_version_is_picked_up_without_restart(trained_export, tmp_path, e
         assert first[0] == 200 and client.post(PREDICT, body) == first
 
         # A third version evicts the oldest: at most two stay loaded.
-        assert push(exported.export_dir, base, auc, 0.5, 0.01, version=3).blessed
+        assert push(exported.export_dir, base, auc, AUC_RULE, version=3).blessed
         wait_for(lambda: served_versions(client) == {"2", "3"}, what="version 3")
         assert client.post(f"/v1/models/{MODEL}/versions/1:predict", body)[0] == 404
 

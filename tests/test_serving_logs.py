@@ -22,7 +22,7 @@ from validation_data import (
 )
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.datasets.taxi import TAXI
+from pipeline.datasets import get_dataset
 from pipeline.validate import (
     Check,
     Severity,
@@ -43,6 +43,8 @@ from pipeline.validation.cli import (
     EXIT_USAGE,
 )
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+
+TAXI = get_dataset("taxi")
 
 SAMPLE = find_sample()
 
@@ -84,7 +86,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def schema():
-    return load_schema("taxi")
+    return load_schema(TAXI)
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +155,10 @@ def test_absent_or_empty_log_dir_is_a_clear_error(data, schema, tmp_path, capsys
         check_serving_logs(empty, train_stats, schema)
 
     argv = ["serving-logs", "--logs", str(tmp_path / "nowhere"), "--train-stats", str(train_path)]
-    assert main(argv) == 2
+    assert main(argv) == EXIT_NO_REQUEST_LOGS
     assert "nowhere" in capsys.readouterr().err
     argv = ["serving-logs", "--logs", str(empty), "--train-stats", str(train_path)]
-    assert main(argv) == 2
+    assert main(argv) == EXIT_NO_REQUEST_LOGS
     assert "holds no request logs" in capsys.readouterr().err
 
 
@@ -194,8 +196,8 @@ def _validate_process(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_exit_statuses_tell_a_verdict_from_a_crash(data, tmp_path):
     """The statuses the DAG's skew-check task acts on, from a real ``python -m`` process: only a
-    crash may exit 1 (retried), and argparse's usage errors must not read as 2 (no logs: skip)."""
-    assert (EXIT_CRASH, EXIT_NO_REQUEST_LOGS, EXIT_BLOCKING_ANOMALIES, EXIT_USAGE) == (1, 2, 3, 64)
+    crash may exit 1 (retried); usage errors exit 2 like every command line, "no logs" 4 (skip)."""
+    assert (EXIT_CRASH, EXIT_USAGE, EXIT_BLOCKING_ANOMALIES, EXIT_NO_REQUEST_LOGS) == (1, 2, 3, 4)
     train_path, _, log_dirs = data
     base = ["serving-logs", "--train-stats", str(train_path)]
 
@@ -228,7 +230,7 @@ def test_usage_errors_and_help_show_the_exit_statuses(capsys):
     assert exited.value.code == 0
     assert EXIT_STATUS_HELP in capsys.readouterr().out
     for line in (
-        "2   serving-logs: no request logs",
+        "4   serving-logs: no request logs",
         "3   check, serving-logs: blocking anomalies",
     ):
         assert line in EXIT_STATUS_HELP and line in cli.__doc__

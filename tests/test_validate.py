@@ -17,8 +17,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from validation_data import find_sample, read_sample, split_file_schema, write_split
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from pipeline.dataset import ColumnType
-from pipeline.datasets.taxi import TAXI
+from pipeline.datasets import get_dataset
+from pipeline.definition import ColumnType
 from pipeline.validate import (
     Check,
     Severity,
@@ -33,6 +33,8 @@ from pipeline.validate import (
     validate_statistics,
 )
 from pipeline.validation.comparators import quantile_bin_jsd
+
+TAXI = get_dataset("taxi")
 
 SAMPLE = find_sample()
 
@@ -105,7 +107,7 @@ def stats(
 
 @pytest.fixture(scope="module")
 def schema() -> schema_pb2.Schema:
-    return load_schema("taxi")
+    return load_schema(TAXI)
 
 
 def _kinds(report, feature: str) -> set[str]:
@@ -124,13 +126,13 @@ def test_schema_agrees_with_dataset_definition(schema):
         required = feature.presence.min_fraction >= 1.0
         assert required == (not column.nullable), column.name
         serving_only_absent = "SERVING" in feature.not_in_environment
-        assert serving_only_absent == (column.name in TAXI.label_only_columns), column.name
+        assert serving_only_absent == (column.name in TAXI.unknown_at_serving), column.name
     assert set(schema.default_environment) == {"TRAINING", "SERVING"}
 
 
 def test_schema_is_found_from_any_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert load_schema("taxi").feature
+    assert load_schema(TAXI).feature
 
 
 # ---- clean data ----------------------------------------------------------------------------

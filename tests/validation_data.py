@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.arrow_io import list_batch_schema, to_list_batch
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,9 +39,11 @@ def find_sample() -> Path:
     override = os.environ.get("TAXI_SAMPLE_CSV")
     if override:
         return Path(override)
-    from pipeline.data import fetch_taxi_csv
+    from pipeline.data.fetch import fetch_file
+    from pipeline.datasets import get_dataset
 
-    return fetch_taxi_csv(REPO_ROOT / "data")
+    taxi = get_dataset("taxi")
+    return fetch_file(taxi, taxi.source.file_for(taxi.table), REPO_ROOT / "data")
 
 
 def read_sample(dataset: DatasetDefinition, path: Path) -> pd.DataFrame:

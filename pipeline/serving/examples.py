@@ -23,7 +23,7 @@ import pyarrow as pa
 from tensorflow.core.example import example_pb2
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 from pipeline.serving.errors import BadRequest
 
 _ARROW_TYPES = {"INT64": pa.int64(), "FLOAT64": pa.float32(), "STRING": pa.large_binary()}
@@ -62,7 +62,7 @@ class ExampleEncoder:
 
     def __init__(self, dataset: DatasetDefinition) -> None:
         self.types = {c.name: c.type.split_file_type for c in dataset.serving_columns}
-        self._label_only = frozenset(dataset.label_only_columns)
+        self._label_only = frozenset(dataset.unknown_at_serving)
 
     def encode_rows(
         self,
@@ -105,7 +105,9 @@ class ExampleEncoder:
             if name in self.types:
                 continue
             if name in self._label_only:
-                raise BadRequest(f"{where}: {name!r} is a label source, not a serving feature")
+                raise BadRequest(
+                    f"{where}: {name!r} is not known at serving time, not a serving feature"
+                )
             raise BadRequest(
                 f"{where}: unknown feature {name!r}; serving features: {', '.join(self.types)}"
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 from pipeline.serving.errors import BadRequest, NotFound
 from pipeline.serving.examples import ExampleEncoder
 from pipeline.serving.models import LoadedModel, ModelRegistry

@@ -3,10 +3,10 @@
 Public API (also re-exported by :mod:`pipeline.validate`)::
 
     stats = compute_statistics("splits/train/part-*.parquet", Path("stats/train.pb"))
-    report = validate_statistics(stats, load_schema("taxi"), "TRAINING",
+    report = validate_statistics(stats, load_schema(get_dataset(name)), "TRAINING",
                                  previous_stats=..., serving_stats=...)
     check(report)  # raises ValidationFailed on blocking anomalies
-    check(check_serving_logs("logs/", stats, load_schema("taxi")))  # served requests
+    check(check_serving_logs("logs/", stats, schema))  # served requests
 """
 
 from pipeline.validation.anomalies import (

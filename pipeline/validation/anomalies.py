@@ -20,6 +20,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_p
 
 from pipeline.validation.comparators import quantile_bin_jsd, quantile_histogram
 from pipeline.validation.stats import feature_stats
+from pipeline.verdicts import Verdict
 
 DATASET = "(dataset)"  # the ``feature`` of dataset-level findings
 _COMPARATOR_PREFIX = "COMPARATOR_"
@@ -165,7 +166,7 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-class ValidationFailed(Exception):
+class ValidationFailed(Verdict):
     """Blocking anomalies were found; ``report`` has all findings."""
 
     def __init__(self, report: ValidationReport):

@@ -21,12 +21,35 @@ def require_files(file_pattern: str) -> None:
 
 
 class ReadValidationBatches(beam.PTransform):
-    """Parquet files -> PCollection of list RecordBatches in the files' own types."""
+    """Parquet files -> PCollection of list RecordBatches in the files' own types.
 
-    def __init__(self, file_pattern: str, batch_size: int = DEFAULT_BATCH_SIZE):
+    ``exclude`` names columns left out of the statistics: the label the warehouse computed is
+    not part of the raw data contract (its rows were checked by the warehouse's filters).
+    """
+
+    def __init__(
+        self,
+        file_pattern: str,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        exclude: tuple[str, ...] = (),
+    ):
         super().__init__()
         self._file_pattern = file_pattern
         self._batch_size = batch_size
+        self._exclude = tuple(exclude)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return pbegin | "Read" >> ReadSplitBatches(self._file_pattern, None, self._batch_size)
+        batches = pbegin | "Read" >> ReadSplitBatches(self._file_pattern, None, self._batch_size)
+        if not self._exclude:
+            return batches
+        return batches | "Exclude" >> beam.Map(_without, self._exclude)
+
+
+def _without(batch, exclude: tuple[str, ...]):
+    """``batch`` without the ``exclude`` columns (pyarrow 10's RecordBatch has no ``drop``)."""
+    import pyarrow as pa
+
+    kept = [i for i, name in enumerate(batch.schema.names) if name not in exclude]
+    return pa.RecordBatch.from_arrays(
+        [batch.column(i) for i in kept], names=[batch.schema.names[i] for i in kept]
+    )

@@ -17,9 +17,9 @@ crash (worth retrying), so each outcome has its own code:
 
     0   success: no blocking anomaly
     1   crash: an uncaught exception (Python's default status), worth retrying
-    2   serving-logs: no request logs to check (the directory is absent or holds none)
+    2   usage error: a bad command line or an unknown dataset (as every pipeline command line)
     3   check, serving-logs: blocking anomalies found; the list is printed to stderr
-    64  usage error: a bad command line (EX_USAGE; argparse's own 2 would read as "no logs")
+    4   serving-logs: no request logs to check (the directory is absent or holds none)
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import NoReturn
 
 import tensorflow_data_validation as tfdv
 
 from pipeline import storage
+from pipeline.cli import EXIT_USAGE, add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.serving.request_log import FILE_PATTERN
 from pipeline.validation.anomalies import (
     DEFAULT_SEVERITY,
@@ -42,7 +42,6 @@ from pipeline.validation.anomalies import (
 )
 from pipeline.validation.report import write_html
 from pipeline.validation.schema import (
-    SCHEMAS_DIR,
     diff_schemas,
     infer_candidate_schema,
     load_schema,
@@ -59,33 +58,24 @@ from pipeline.validation.stats import compute_statistics, load_statistics
 
 # See "Exit status" in the module docstring; the DAG's skew-check task mirrors these numbers.
 EXIT_CRASH = 1  # what Python exits with on an uncaught exception; named for the docs and tests
-EXIT_NO_REQUEST_LOGS = 2
 EXIT_BLOCKING_ANOMALIES = 3
-EXIT_USAGE = 64  # sysexits.h EX_USAGE
+EXIT_NO_REQUEST_LOGS = 4
 
 EXIT_STATUS_HELP = """exit status:
   0   no blocking anomaly
   1   crash (uncaught exception): worth retrying
-  2   serving-logs: no request logs to check
+  2   usage error (bad command line, unknown dataset)
   3   check, serving-logs: blocking anomalies found (listed on stderr): retrying will not help
-  64  usage error (bad command line)"""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a usage error, which would read as "no request logs": exit 64."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+  4   serving-logs: no request logs to check"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="python -m pipeline.validate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)  # sub-parsers are _Parser
+    commands = parser.add_subparsers(dest="command", required=True)
 
     stats = commands.add_parser("stats", help="compute TFDV statistics of Parquet split files")
     stats.add_argument("--input", required=True, help="file pattern, e.g. 'dir/part-*.parquet'")
@@ -95,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="validate statistics against the schema",
         epilog="exit status: 0 no blocking anomaly, 1 a crash, 3 blocking anomalies (listed on "
-        "stderr), 64 usage error",
+        "stderr), 2 usage error",
     )
     check.add_argument("--stats", required=True)
     check.add_argument("--environment", required=True, choices=("TRAINING", "SERVING"))
@@ -154,8 +144,10 @@ def _severity(path: Path | None) -> SeverityConfig:
 
 
 def _add_schema_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="taxi", help="committed schema to use")
-    parser.add_argument("--schemas-dir", type=Path, default=SCHEMAS_DIR)
+    add_dataset_argument(parser)
+    parser.add_argument(
+        "--schemas-dir", type=Path, help="directory of <schema>/schema.pbtxt (default: shipped)"
+    )
 
 
 def _run_stats(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -168,7 +160,7 @@ def _run_check(args: argparse.Namespace) -> int:
     severity = _severity(args.severity_config)
     report = validate_statistics(
         load_statistics(args.stats),
-        load_schema(args.dataset, args.schemas_dir),
+        load_schema(dataset_from_args(args), args.schemas_dir),
         args.environment,
         previous_stats=load_statistics(args.previous_stats) if args.previous_stats else None,
         serving_stats=load_statistics(args.serving_stats) if args.serving_stats else None,
@@ -187,11 +179,11 @@ def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
     candidate = infer_candidate_schema(stats)
     if args.output:
         tfdv.write_schema_text(candidate, str(args.output))
-    committed = schema_path(args.dataset, args.schemas_dir)
+    committed = schema_path(dataset_from_args(args), args.schemas_dir)
     if not committed.is_file():
         print(f"no committed schema at {committed}; nothing to compare with")
         return 0
-    changes = diff_schemas(load_schema(args.dataset, args.schemas_dir), candidate, stats)
+    changes = diff_schemas(load_schema(dataset_from_args(args), args.schemas_dir), candidate, stats)
     if not changes:
         print(f"the new data agrees with {committed}")
     else:
@@ -203,7 +195,7 @@ def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     stats = {name: load_statistics(path) for name, path in args.stats}
-    schema = load_schema(args.dataset, args.schemas_dir)
+    schema = load_schema(dataset_from_args(args), args.schemas_dir)
     reports = validate_splits(stats, schema, _severity(args.severity_config))
     write_html(args.output, stats, reports, args.title)
     print(f"wrote {args.output}")
@@ -211,7 +203,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_serving_logs(args: argparse.Namespace, beam_args: list[str]) -> int:
-    schema = load_schema(args.dataset, args.schemas_dir)
+    schema = load_schema(dataset_from_args(args), args.schemas_dir)
     train_stats = load_statistics(args.train_stats)
     try:
         log_file_pattern(args.logs)  # only this FileNotFoundError means "no logs", not Beam's
@@ -247,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = _parser().parse_known_args(argv)
     if args.command not in ("stats", "infer", "serving-logs") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    if hasattr(args, "dataset"):
+        with exit_on_usage_error(EXIT_USAGE):
+            dataset_from_args(args)
     if args.command == "stats":
         return _run_stats(args, beam_args)
     if args.command == "check":

@@ -1,37 +1,50 @@
 """The committed, human-reviewed schema and the difference a new candidate makes to it.
 
-The schema is inferred once from a sample, curated by hand and committed under
-``schemas/<dataset>/schema.pbtxt``. It is never re-inferred silently: ``infer`` only shows what a
+The schema is inferred once from a sample, curated by hand and committed as
+``schemas/<schema name>/schema.pbtxt`` (package data of the ``schemas`` package; a dataset
+definition names its schema, so variants of one table share it), or as ``schema.pbtxt`` in a
+dataset's own folder. It is never re-inferred silently: ``infer`` only shows what a
 re-inference would change so that a person can decide whether to edit the committed file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from importlib import resources
 from pathlib import Path
 
 import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.utils import schema_util
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
+from pipeline.definition import DatasetDefinition
 from pipeline.validation.stats import feature_stats
 
-# The repository root holds ``schemas/`` beside the ``pipeline`` package.
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
-
+SCHEMA_FILE = "schema.pbtxt"
 _MAX_LISTED_VALUES = 10
 
 
-def schema_path(dataset_name: str = "taxi", schemas_dir: Path = SCHEMAS_DIR) -> Path:
-    """Path of the committed schema of ``dataset_name``."""
-    return Path(schemas_dir) / dataset_name / "schema.pbtxt"
+def schema_path(dataset: DatasetDefinition, schemas_dir: Path | None = None) -> Path:
+    """Where the committed schema of ``dataset`` lives.
+
+    ``schemas_dir`` (a directory of ``<schema name>/schema.pbtxt`` folders) takes precedence;
+    then ``schema.pbtxt`` in the dataset's folder; then the ``schemas`` package.
+    """
+    if schemas_dir is not None:
+        return Path(schemas_dir) / dataset.schema / SCHEMA_FILE
+    if dataset.folder is not None and (Path(dataset.folder) / SCHEMA_FILE).is_file():
+        return Path(dataset.folder) / SCHEMA_FILE
+    return Path(str(resources.files("schemas").joinpath(dataset.schema, SCHEMA_FILE)))
 
 
-def load_schema(dataset_name: str = "taxi", schemas_dir: Path = SCHEMAS_DIR) -> schema_pb2.Schema:
+def load_schema(dataset: DatasetDefinition, schemas_dir: Path | None = None) -> schema_pb2.Schema:
     """Read the committed schema (independent of the working directory)."""
-    path = schema_path(dataset_name, schemas_dir)
+    path = schema_path(dataset, schemas_dir)
     if not path.is_file():
-        raise FileNotFoundError(f"no committed schema for dataset {dataset_name!r} at {path}")
+        raise FileNotFoundError(
+            f"no committed schema for dataset {dataset.name!r} at {path} "
+            "(propose one with `python -m pipeline.validate infer`)"
+        )
     return tfdv.load_schema_text(str(path))
 
 

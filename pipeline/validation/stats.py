@@ -26,15 +26,20 @@ def stats_options() -> tfdv.StatsOptions:
 
 
 def compute_statistics(
-    file_pattern: str, output_path: str | Path, beam_args: list[str] | None = None
+    file_pattern: str,
+    output_path: str | Path,
+    beam_args: list[str] | None = None,
+    exclude: tuple[str, ...] = (),
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """Compute TFDV statistics of the Parquet files matching ``file_pattern`` on Beam.
 
-    The binary proto is written next to ``output_path`` under a temporary name and renamed into
-    place, so a reader never sees a half-written file.
+    ``exclude`` names columns to leave out (the label of split files). The binary proto is
+    written next to ``output_path`` under a temporary name and renamed into place, so a reader
+    never sees a half-written file.
     """
     require_files(file_pattern)
-    return _publish_statistics(ReadValidationBatches(file_pattern), output_path, beam_args)
+    source = ReadValidationBatches(file_pattern, exclude=exclude)
+    return _publish_statistics(source, output_path, beam_args)
 
 
 def compute_statistics_from_examples(
