@@ -28,7 +28,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline import storage
+from pipeline import console, storage
 from pipeline.dataset import DatasetDefinition
 from pipeline.datasets import get_dataset
 from pipeline.model import (
@@ -154,6 +154,7 @@ def _fit(
                 restore_best_weights=True,
             ),
             tf_keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False),
+            *console.training_callbacks(),  # progress lines under pipeline.run
         ],
         verbose=0,
     )
