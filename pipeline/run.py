@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
+from pipeline import console, storage
 from pipeline.cli import EXIT_USAGE, UsageError, add_dataset_argument, dataset_from_args
 from pipeline.definition import DatasetDefinition, DefinitionError, DuplicatePolicy
 from pipeline.manifest import MANIFEST, RunRecorder, stack_versions, summary
@@ -114,6 +114,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     warehouse.add_argument(
         "--bq-label", action="append", default=[], metavar="KEY=VALUE", help="bigquery job label"
     )
+    console.add_arguments(parser)  # --verbose, --json
     return parser.parse_known_args(argv)
 
 
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     manifest.pop("traceback", None)
     try:
         for name in selected:
-            with recorder.stage(name) as record:
+            with recorder.stage(name) as record, console.stage(name, ctx):
                 STAGES[name](ctx, record)
         done = all(manifest["stages"].get(n, {}).get("status") == "succeeded" for n in STAGES)
         manifest["status"] = "succeeded" if done else "in_progress"
@@ -289,6 +290,7 @@ def _quiet_logs() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     args, beam_args = parse_args(argv)
+    console.start(verbose=args.verbose)  # before anything imports TensorFlow
     try:
         manifest = run(args, beam_args)
     except (UsageError, DefinitionError) as error:  # before anything was written
@@ -299,10 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nRUN FAILED: {type(error).__name__}: {error}", file=sys.stderr)
         with contextlib.suppress(Exception):  # a crash may have left no readable manifest
             if storage.isfile(manifest_path):
-                print(summary(json.loads(storage.read_text(manifest_path))), file=sys.stderr)
+                failed = json.loads(storage.read_text(manifest_path))
+                print(summary(failed), file=sys.stderr)
+                if args.json:
+                    print(json.dumps(console.json_summary(failed), indent=2))
         return EXIT_VERDICT if is_verdict(error) else 1
-    print()
-    print(summary(manifest))
+    if args.json:
+        print(json.dumps(console.json_summary(manifest), indent=2))
+    else:
+        print("\n" + summary(manifest))
     return 0
 
 

@@ -33,8 +33,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from pipeline import console, storage
 from pipeline import metrics as evaluation
-from pipeline import storage
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition, Head, LabelKind
 from pipeline.model import (
@@ -157,6 +157,7 @@ def _fit(
                 restore_best_weights=True,
             ),
             tf_keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False),
+            *console.training_callbacks(),  # progress lines under pipeline.run
         ],
         verbose=0,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,6 +67,7 @@ def taxi_run(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
     completed = _run(runs_dir, "--run-id", "first")
     assert completed.returncode == 0, completed.stderr[-5000:]
+    (runs_dir / "first.stderr.txt").write_text(completed.stderr)  # for the console test
     manifest = json.loads((runs_dir / "first" / "manifest.json").read_text())
     return runs_dir, manifest, completed.stdout
 
@@ -122,6 +124,21 @@ def test_a_blessed_model_is_pushed_in_the_serving_layout(taxi_run):
     assert f"push: pushed as version {push['version']}" in stdout
 
 
+def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
+    """No TensorFlow/TFDV start-up noise (see test_console.py), a line per stage and epoch."""
+    runs_dir, manifest, _ = taxi_run
+    stderr = (runs_dir / "first.stderr.txt").read_text()
+    lines = stderr.splitlines()
+    assert [line for line in lines if not re.match(r"^\[\s*\d+\.\d+s\] \S", line)] == []
+    for stage in STAGES:
+        assert f"] {stage}: started" in stderr
+        assert re.search(rf"\] {stage}: done in \d+\.\d s", stderr), stage
+    steps = manifest["stages"]["train"]["steps"]
+    assert f"train: wide_and_deep step {steps}/200, loss " in stderr
+    assert "train: wide_only step " in stderr
+    assert re.search(r"transform: done in .*\(\d+ Beam stages\)", stderr)
+
+
 def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):
     runs_dir, _, _ = taxi_run
     completed = _run(runs_dir, "--run-id", "first")
@@ -142,6 +159,8 @@ def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
     assert manifest["status"] == "failed"
     assert manifest["stages"]["validation"]["status"] == "failed"
     assert "fare" in manifest["stages"]["validation"]["error"]
+    failed = r"\] validation: failed after \d+\.\d s \(ValidationFailed\)"
+    assert re.search(failed, completed.stderr)
     assert "transform" not in manifest["stages"]
     assert not (runs_dir / "cents" / "transform").exists()
     assert not (runs_dir / "LATEST").exists()

@@ -115,7 +115,9 @@ def build_synthetic_warehouse(
 
     def build(connection) -> dict:
         chunks = generator.generate(rows, seed, start, days)
-        report = {definition.table: load_frames(connection, definition.table, definition.columns, chunks)}
+        report = {
+            definition.table: load_frames(connection, definition.table, definition.columns, chunks)
+        }
         for side in definition.side_tables:
             frames = generator.generate_side_table(side.name, rows, seed, start, days)
             report[side.table] = load_frames(connection, side.table, side.columns, frames)

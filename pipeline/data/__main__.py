@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             definition, args.db, args.rows, args.seed, args.start, args.days
         )
     info = read_sidecar(db_path) or {}
-    print(json.dumps({"dataset": definition.name, "warehouse": str(db_path), **info}, sort_keys=True))
+    print(
+        json.dumps({"dataset": definition.name, "warehouse": str(db_path), **info}, sort_keys=True)
+    )
     return 0
 
 

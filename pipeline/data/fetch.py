@@ -105,7 +105,9 @@ def fetch_file(definition: DatasetDefinition, source_file: SourceFile, data_dir:
         _check(path.read_bytes(), source_file, path.name)
         return path
     target = dataset_data_dir(definition, data_dir) / local_name(source_file)
-    if target.is_file() and (source_file.sha256 is None or sha256_file(target) == source_file.sha256):
+    if target.is_file() and (
+        source_file.sha256 is None or sha256_file(target) == source_file.sha256
+    ):
         return target
     archive = download_archive(origin, Path(data_dir) / DOWNLOADS_DIR)
     content = read_member(archive, source_file.path)

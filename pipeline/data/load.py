@@ -26,7 +26,9 @@ from pipeline.warehouse.schema import (
 )
 
 REJECTED_SUFFIX = "__rejected"
-_REJECT_COLUMNS = "line BIGINT, column_name VARCHAR, error_type VARCHAR, row_text VARCHAR, error VARCHAR"
+_REJECT_COLUMNS = (
+    "line BIGINT, column_name VARCHAR, error_type VARCHAR, row_text VARCHAR, error VARCHAR"
+)
 
 
 class SourceFormatError(ValueError):
@@ -45,7 +47,9 @@ def rejected_table(table: str) -> TableRef:
 
 def layout_fingerprint(tables: dict[str, tuple[Column, ...]]) -> str:
     """Changes whenever the table layout the definition implies changes (forces a rebuild)."""
-    layout = [[table, [(c.name, c.type.value) for c in columns]] for table, columns in tables.items()]
+    layout = [
+        [table, [(c.name, c.type.value) for c in columns]] for table, columns in tables.items()
+    ]
     return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
 
 
@@ -75,7 +79,8 @@ def write_sidecar(db_path: Path, info: dict) -> None:
 
 
 def build_atomically(db_path: Path, build: Callable) -> dict:
-    """Run ``build(connection) -> report`` on a fresh temporary database, then rename it in place."""
+    """Run ``build(connection) -> report`` on a fresh temporary database, then rename it into
+    place."""
     import duckdb
 
     db_path = Path(db_path)
@@ -99,7 +104,9 @@ def build_atomically(db_path: Path, build: Callable) -> dict:
 
 
 def count_rows(connection, table: str) -> int:
-    return connection.execute(f"SELECT COUNT(*) FROM {TableRef.parse(table).duckdb_sql()}").fetchone()[0]
+    return connection.execute(
+        f"SELECT COUNT(*) FROM {TableRef.parse(table).duckdb_sql()}"
+    ).fetchone()[0]
 
 
 # ---- loaders ------------------------------------------------------------------------------------

@@ -37,11 +37,16 @@ def quantile_bin_jsd(
     baseline: statistics_pb2.Histogram, candidate: statistics_pb2.Histogram
 ) -> float:
     """Jensen-Shannon divergence of ``candidate`` vs ``baseline`` over baseline's quantile bins."""
-    inner_edges = np.unique([bucket.high_value for bucket in baseline.buckets][:-1])
-    return _jensen_shannon(_bin_masses(baseline, inner_edges), _bin_masses(candidate, inner_edges))
+    inner_edges = quantile_edges(baseline)
+    return _jensen_shannon(bin_masses(baseline, inner_edges), bin_masses(candidate, inner_edges))
 
 
-def _bin_masses(histogram: statistics_pb2.Histogram, edges: np.ndarray) -> np.ndarray:
+def quantile_edges(baseline: statistics_pb2.Histogram) -> np.ndarray:
+    """The distinct inner boundaries of a quantile histogram: the bins the comparison uses."""
+    return np.unique([bucket.high_value for bucket in baseline.buckets][:-1])
+
+
+def bin_masses(histogram: statistics_pb2.Histogram, edges: np.ndarray) -> np.ndarray:
     """Probability mass in (-inf, e0], (e0, e1], ..., (e_last, inf)."""
     cdf = np.array([_cdf(histogram, edge) for edge in edges])
     return np.diff(np.concatenate([[0.0], cdf, [1.0]]))

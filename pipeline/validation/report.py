@@ -1,7 +1,8 @@
 """A self-contained HTML page per run: split statistics side by side, anomalies, skew and drift.
 
-One file, inline CSS, no scripts or external resources, so it opens offline from a run directory
-or a CI artifact.
+One file, inline CSS and inline SVG charts (:mod:`pipeline.validation.figures`), no scripts or
+external resources, so it opens offline from a run directory or a CI artifact. Each chart is
+rendered on a linear and on a log scale; a checkbox at the top switches between them with CSS.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import storage
+from pipeline import charts, storage
+from pipeline.validation import figures
 from pipeline.validation.anomalies import Severity, ValidationReport
 from pipeline.validation.stats import feature_stats
 
@@ -28,6 +30,18 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .verdict { font-size: 1.15em; font-weight: bold; padding: .5em .75em; border: 1px solid #ccc; }
 .bar { display: inline-block; height: .7em; background: #69c; vertical-align: middle; }
 small { color: #666; }
+.legend .swatch { display: inline-block; width: .8em; height: .8em; margin: 0 .3em 0 .9em;
+  vertical-align: -.05em; }
+.toggle-label { margin-left: .3em; }
+.scale-log { display: none; }
+#log-scale:checked ~ * .scale-linear { display: none; }
+#log-scale:checked ~ * .scale-log { display: block; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); gap: 1em; }
+.card { border: 1px solid #ddd; padding: .25em .75em .75em; }
+.card h3 { font-size: 1.05em; margin: .4em 0; }
+.card .note { margin: 0 0 .3em; }
+figure { margin: .25em 0; }
+svg.chart { max-width: 100%; height: auto; }
 """
 
 _TOP_VALUES = 3
@@ -46,9 +60,11 @@ def render_html(
         f"<h1>{_e(title)}</h1>",
         _verdict_banner(reports),
         _summary(stats, reports),
+        _scale_toggle(stats),
         _anomalies(reports),
-        _measurements(reports),
+        _measurements(stats, reports),
         _features(stats, reports),
+        _feature_charts(stats, reports),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -122,7 +138,20 @@ def _anomalies(reports: Mapping[str, ValidationReport]) -> str:
     return f"<h2>Anomalies</h2><table>{head}{''.join(rows)}</table>"
 
 
-def _measurements(reports: Mapping[str, ValidationReport]) -> str:
+def _scale_toggle(stats) -> str:
+    """The log-scale switch (a checkbox the CSS reads: no script) and the split colors."""
+    return (
+        '<input type="checkbox" id="log-scale">'
+        '<label class="toggle-label" for="log-scale">log scale for distributions and '
+        "distances</label>" + charts.legend_html(_split_colors(stats))
+    )
+
+
+def _split_colors(stats) -> dict[str, str]:
+    return charts.palette(list(stats))
+
+
+def _measurements(stats, reports: Mapping[str, ValidationReport]) -> str:
     rows = [
         _row(
             [
@@ -142,7 +171,21 @@ def _measurements(reports: Mapping[str, ValidationReport]) -> str:
     if not rows:
         return "<h2>Skew and drift</h2><p>No comparisons in these checks.</p>"
     head = _row(["report", "check", "feature", "distance", "value", "threshold", "result"], True)
-    return f"<h2>Skew and drift</h2><table>{head}{''.join(rows)}</table>"
+    colors = _split_colors(stats)
+    plots = "".join(
+        _scaled(
+            lambda scale, label=label, report=report: figures.distance_chart(
+                label, report, colors.get(figures.candidate_split(label), charts.PALETTE[0]), scale
+            ),
+            {"figure": "distances", "report": label},
+        )
+        for label, report in reports.items()
+        if report.measurements
+    )
+    return (
+        f'<h2>Skew and drift</h2><div class="cards">{plots}</div>'
+        f"<table>{head}{''.join(rows)}</table>"
+    )
 
 
 def _features(stats, reports: Mapping[str, ValidationReport]) -> str:
@@ -157,6 +200,52 @@ def _features(stats, reports: Mapping[str, ValidationReport]) -> str:
         label = f'<span class="flag">{_e(name)} !</span>' if name in flagged else _e(name)
         rows.append(f"<tr><td>{label}</td>{''.join(present)}{''.join(summaries)}</tr>")
     return f"<h2>Features</h2><table>{head}{''.join(rows)}</table>"
+
+
+def _feature_charts(stats, reports: Mapping[str, ValidationReport]) -> str:
+    """One card per feature: its distribution per split and its missing share per split."""
+    per_split = {name: feature_stats(s) for name, s in stats.items()}
+    names = list(dict.fromkeys(n for features in per_split.values() for n in features))
+    colors = _split_colors(stats)
+    cards = []
+    for name in names:
+        feature = {split: per_split[split].get(name) for split in per_split}
+        kinds = sorted({a.kind for r in reports.values() for a in r.anomalies if a.feature == name})
+        absent = [split for split, f in feature.items() if f is None]
+        notes = []
+        if kinds:
+            notes.append(f'<p class="note flag">anomalies: {_e(", ".join(kinds))}</p>')
+        if absent:
+            notes.append(f'<p class="note"><small>absent in {_e(", ".join(absent))}</small></p>')
+        distribution = _scaled(
+            lambda scale, name=name, feature=feature: figures.distribution_chart(
+                name, feature, colors, scale
+            ),
+            {"figure": "distribution", "feature": name},
+        )
+        missing_svg = figures.missing_chart(name, feature, colors)
+        missing = _figure(missing_svg, {"figure": "missing", "feature": name})
+        cards.append(
+            f'<section class="card" id="feature-{_e(name)}" data-feature="{_e(name)}">'
+            f"<h3>{_e(name)}</h3>{''.join(notes)}{distribution}{missing}</section>"
+        )
+    return f'<h2>Feature distributions</h2><div class="cards">{"".join(cards)}</div>'
+
+
+def _scaled(render, data: Mapping[str, str]) -> str:
+    """A chart twice, on a linear and a log scale; the page's checkbox shows one of them."""
+    parts = []
+    for scale in ("linear", "log"):
+        svg = render(scale)
+        if svg:
+            parts.append(_figure(svg, {**data, "scale": scale}, css=f"scale-{scale}"))
+    return "".join(parts)
+
+
+def _figure(svg: str, data: Mapping[str, str], css: str = "") -> str:
+    attributes = "".join(f' data-{key}="{_e(value)}"' for key, value in data.items())
+    klass = f' class="{css}"' if css else ""
+    return f"<figure{klass}{attributes}>{svg}</figure>"
 
 
 # ---- cells ---------------------------------------------------------------------------------
