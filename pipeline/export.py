@@ -56,7 +56,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline import storage
+from pipeline import canonical_saved_model, storage
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import TYPE_FACTS, ColumnType, DatasetDefinition, LabelKind
 from pipeline.raw_schema import raw_feature_spec, tf_dtype
@@ -223,6 +223,7 @@ def export_serving_model(
     export_dir = storage.join(model_base, str(version))
     with storage.staged_directory(export_dir) as staging:
         tf.saved_model.save(model, staging, signatures=signatures)
+        canonical_saved_model.canonicalize(staging)
     return ExportResult(export_dir, version, time.perf_counter() - started)
 
 

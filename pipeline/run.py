@@ -313,5 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# TensorFlow and TFT build graphs while iterating sets of feature names, whose order follows
+# Python's per-process string hash seed: the export's node names (``zeros``, ``zeros_2``...) went
+# to different features from one run to the next. One fixed seed for the run's processes makes
+# the same inputs give the same bytes.
+HASH_SEED = "0"
+
+
+def ensure_hash_seed() -> None:
+    """Re-execute this command with ``PYTHONHASHSEED`` fixed unless it already is."""
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        env = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
+        os.execve(sys.executable, [sys.executable, "-m", "pipeline.run", *sys.argv[1:]], env)
+
+
 if __name__ == "__main__":
+    ensure_hash_seed()
     sys.exit(main())

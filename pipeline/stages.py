@@ -100,6 +100,22 @@ class RunContext:
         return dict(self.stage_record("transform")["examples"])
 
 
+def record_artifacts(ctx: RunContext, record: dict, artifacts: dict[str, str]) -> None:
+    """Digest every artifact a stage wrote, in its record and in the run's ``artifacts`` map.
+
+    A file's digest is its SHA-256; a directory's covers every file's relative path and bytes
+    (:func:`pipeline.storage.tree_digest`). Two runs on the same inputs give the same digests.
+    """
+    digests = {}
+    for name, location in artifacts.items():
+        digest = (
+            storage.tree_digest(location) if storage.isdir(location) else storage.sha256(location)
+        )
+        digests[name] = {"path": str(location), "sha256": digest}
+    record["artifacts"] = digests
+    ctx.manifest.setdefault("artifacts", {}).update(digests)
+
+
 # ---- stages ---------------------------------------------------------------------------------
 
 
@@ -141,6 +157,7 @@ def stage_warehouse(ctx: RunContext, record: dict) -> None:
     split = warehouse.run_split(config, splits_dir, overwrite=True)
     record.update(split.to_manifest())
     ctx.manifest["rows_per_split"] = split.row_counts
+    record_artifacts(ctx, record, {f"splits/{n}": d for n, d in split.split_dirs.items()})
     if not split.row_counts.get("train"):
         raise StageFailed(
             f"the warehouse selected no training rows from {split.config['table']} "
@@ -169,11 +186,13 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
         storage.join(stats_dir, "report.html"),
         stats,
         reports,
-        title=f"Validation: {storage.basename(ctx.run_dir)}",
+        title=f"Validation of {ctx.dataset.name}",
     )
     record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
     record["report_html"] = str(html)
     ctx.manifest["schema_sha256"] = storage.sha256(validate.schema_path(ctx.dataset))
+    files = {f"statistics/{name}": storage.join(stats_dir, f"{name}.pb") for name in stats}
+    record_artifacts(ctx, record, {**files, "statistics/report.html": str(html)})
     ctx.manifest["anomalies"] = [
         {"split": name, **anomaly}
         for name, report in record["reports"].items()
@@ -189,9 +208,13 @@ def stage_transform(ctx: RunContext, record: dict) -> None:
 
     result = run_transform(ctx.dataset, ctx.split_dirs(), ctx.transform_dir, ctx.beam_args)
     record.update(result.to_manifest())
-    record["transform_fn_sha256"] = storage.tree_digest(
-        storage.join(result.output_dir, "transform_fn")
-    )
+    output = result.output_dir
+    artifacts = {
+        "transform/transform_fn": storage.join(output, "transform_fn"),
+        "transform/transformed_metadata": storage.join(output, "transformed_metadata"),
+        "transform/examples": storage.join(output, "examples"),
+    }
+    record_artifacts(ctx, record, artifacts)
 
 
 def stage_train(ctx: RunContext, record: dict) -> None:
@@ -207,6 +230,8 @@ def stage_train(ctx: RunContext, record: dict) -> None:
     )
     record.update(result.to_manifest())
     ctx.manifest["metrics"] = result.metrics
+    # The trained weights; TensorBoard's event files (timestamps, host names) are not artifacts.
+    record_artifacts(ctx, record, {"model": storage.join(ctx.model_dir, "keras")})
 
 
 def stage_export(ctx: RunContext, record: dict) -> None:
@@ -215,7 +240,7 @@ def stage_export(ctx: RunContext, record: dict) -> None:
 
     result = export_serving_model(ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base)
     record.update(result.to_manifest())
-    record["sha256"] = storage.tree_digest(result.export_dir)
+    record_artifacts(ctx, record, {"export": result.export_dir})
 
 
 def stage_parity(ctx: RunContext, record: dict) -> None:

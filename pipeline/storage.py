@@ -312,12 +312,37 @@ def staging_dir(final: PathLike) -> str:
     return tempfile.mkdtemp(prefix=name + "-", dir=directory)
 
 
+def leftover_copies(final: PathLike) -> list[str]:
+    """Staging and replaced copies of ``final`` that a killed process left beside it."""
+    prefix = f".{basename(final)}."
+    return [
+        join(parent(final), name)
+        for name in listdir(parent(final))
+        if name.startswith(prefix) and (".staging-" in name or ".replaced-" in name)
+    ]
+
+
+def remove_leftovers(final: PathLike) -> list[str]:
+    """Delete what :func:`leftover_copies` finds; returns what was removed.
+
+    A stage publishes ``final`` alone (a run directory is written by one run at a time), so any
+    staging copy found when it starts again belongs to an attempt that died before publishing.
+    """
+    removed = leftover_copies(final)
+    for path in removed:
+        rmtree(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_directory(final: PathLike) -> Iterator[str]:
     """Yield a staging location; on success it is published as ``final``, on error removed.
 
-    An existing ``final`` is replaced, so reruns are idempotent.
+    An existing ``final`` is replaced, so reruns are idempotent; staging copies a killed
+    attempt left beside ``final`` are removed first.
     """
+    if exists(parent(final)):
+        remove_leftovers(final)
     staging = staging_dir(final)
     try:
         yield staging

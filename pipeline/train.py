@@ -62,6 +62,8 @@ class TrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     # Train the wide part alone as a baseline (doubles training time).
     wide_baseline: bool = True
+    # TensorFlow's deterministic kernels: the same inputs give the same weights, bit for bit.
+    deterministic: bool = True
 
 
 @dataclasses.dataclass
@@ -98,11 +100,13 @@ def make_dataset(
     """(features, label) batches from gzipped TFRecord shards of transformed examples."""
     feature_spec = tft_output.transformed_feature_spec()
     files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=seed)
+    # Deterministic element order even with parallel reads: the same seed gives the same
+    # batches, so two runs on the same data train the same weights.
     records = files.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         cycle_length=AUTOTUNE,
         num_parallel_calls=AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=True,
     )
     if shuffle:
         records = records.shuffle(buffer_size=max(10 * batch_size, 10_000), seed=seed)
@@ -114,7 +118,7 @@ def make_dataset(
         features = tf.io.parse_example(serialized, feature_spec)
         return features, features.pop(label)
 
-    parsed = batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+    parsed = batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     return parsed.prefetch(AUTOTUNE)
 
 
@@ -207,8 +211,14 @@ def _train_model(
     log_dir: str,
     output_bias: list[float],
 ) -> tuple[tf_keras.Model, int, dict]:
-    """Build (same seed for every model), fit and evaluate one model on the given batches."""
+    """Build (same seed for every model), fit and evaluate one model on the given batches.
+
+    Seeded and with TensorFlow's deterministic kernels, so the same inputs train the same
+    weights (and give the same metrics) on every run.
+    """
     tf_keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     head = dataset.label.head
     model = build_model(inputs, head, config.model, parts, output_bias)
     steps = _fit(model, head, train_ds, split_datasets["eval"], config, log_dir)

@@ -15,10 +15,15 @@ Layout of the output directory (read it with ``tft.TFTransformOutput``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import apache_beam as beam
@@ -28,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
-from pipeline import storage
+from pipeline import canonical_saved_model, storage
 from pipeline.arrow_io import ReadSplitBatches
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
@@ -142,6 +147,7 @@ def analyze(
                 pipeline, str(cache_dir), list(keys.values())
             )
         _run(pipeline)
+    canonical_saved_model.canonicalize(storage.join(transform_fn_dir, "transform_fn"))
     return {
         "read": sorted(span for span, key in keys.items() if key in needed),
         "from_cache": sorted(span for span, key in keys.items() if key not in needed),
@@ -216,17 +222,54 @@ def run_transform(
         if analysis_spans is None
         else {span: _split_pattern(path) for span, path in analysis_spans.items()}
     )
-    with storage.staged_directory(output_dir) as staging:
-        temp_dir = storage.join(staging, ".tft_tmp")
+    with (
+        storage.staged_directory(output_dir) as staging,
+        analysis_temp_dir(dataset, spans, staging) as temp_dir,
+    ):
         analysis = analyze(dataset, spans, staging, temp_dir, beam_args, cache_dir)
         examples_dir = storage.join(staging, EXAMPLES_DIR)
         rows = transform_splits(dataset, split_patterns, staging, examples_dir, temp_dir, beam_args)
-        storage.rmtree(temp_dir)
     patterns = {
         split: storage.join(output_dir, EXAMPLES_DIR, f"{split}-*.tfrecord.gz")
         for split in split_patterns
     }
     return TransformResult(output_dir, patterns, rows, time.perf_counter() - started, analysis)
+
+
+@contextlib.contextmanager
+def analysis_temp_dir(
+    dataset: DatasetDefinition, span_patterns: dict[str, str], staging: str
+) -> Iterator[str]:
+    """TFT's temporary directory, named by what is analyzed rather than by the run.
+
+    TFT names each vocabulary's lookup table after the file its analyzer wrote (the shared name
+    ``hash_table_<path>_...`` lands in transform_fn and in the served model). Under the run's
+    staging directory that path held the run id and a random suffix, so identical inputs gave
+    different bytes and every served model carried a path of the machine that trained it. Here
+    the path is ``<system temp>/pipeline-tft/<digest of dataset and span contents>``: the same
+    for the same inputs on any run, held under a lock so two runs of the same inputs take turns.
+    On an object store (Dataflow's workers need one) it stays under the staging prefix.
+    """
+    if storage.is_remote(staging):
+        temp_dir = storage.join(staging, ".tft_tmp")
+        try:
+            yield temp_dir
+        finally:
+            storage.rmtree(temp_dir)
+        return
+    digest = hashlib.sha256(dataset.name.encode())
+    for span, pattern in sorted(span_patterns.items()):
+        digest.update(_span_key(span, pattern).key.encode())
+    root = Path(tempfile.gettempdir()) / "pipeline-tft"
+    root.mkdir(parents=True, exist_ok=True)
+    temp_dir = root / digest.hexdigest()[:24]
+    with open(root / f"{temp_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # an earlier attempt that was killed
+        try:
+            yield str(temp_dir)
+        finally:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _row_counts(result, split_patterns: dict[str, str]) -> dict[str, int]:

@@ -88,7 +88,7 @@ def test_manifest_counts_rows_and_records_versions(taxi_run):
     assert manifest["stages"]["transform"]["rows"] == rows
     assert manifest["versions"]["tensorflow-transform"] == "1.16.0"
     assert len(manifest["schema_sha256"]) == 64
-    assert len(manifest["stages"]["export"]["sha256"]) == 64
+    assert len(manifest["artifacts"]["export"]["sha256"]) == 64
 
 
 def test_model_beats_the_majority_baseline(taxi_run):
@@ -137,6 +137,24 @@ def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
     assert f"train: wide_and_deep step {steps}/200, loss " in stderr
     assert "train: wide_only step " in stderr
     assert re.search(r"transform: done in .*\(\d+ Beam stages\)", stderr)
+
+
+def test_the_same_inputs_give_the_same_bytes_under_another_run_id(taxi_run):
+    """Splits, statistics, report, transform graph, TFRecords, weights and export: every
+    artifact digest in the two manifests is the same, and so are the metrics."""
+    runs_dir, first, _ = taxi_run
+    completed = _run(runs_dir, "--run-id", "second")
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    second = json.loads((runs_dir / "second" / "manifest.json").read_text())
+    names = set(first["artifacts"])
+    expected = {"splits/train", "statistics/train", "transform/transform_fn", "model", "export"}
+    assert expected <= names
+    assert set(second["artifacts"]) == names
+    for name in sorted(names):
+        assert first["artifacts"][name]["sha256"] == second["artifacts"][name]["sha256"], name
+    assert first["metrics"] == second["metrics"]
+    export = Path(second["artifacts"]["export"]["path"]) / "saved_model.pb"
+    assert str(runs_dir).encode() not in export.read_bytes()  # no path of this machine inside
 
 
 def test_rerun_with_the_same_id_refuses_to_overwrite(taxi_run):

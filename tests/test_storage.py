@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline import storage
@@ -111,3 +113,20 @@ def test_join_keeps_uris_intact(tmp_path):
     assert storage.parent("gs://b/runs/x/") == "gs://b/runs"
     assert storage.basename("gs://b/runs/x/") == "x"
     assert storage.join(tmp_path, "x") == str(tmp_path / "x")
+
+
+def test_a_killed_attempts_staging_copies_are_removed_when_the_stage_runs_again(tmp_path):
+    final = tmp_path / "run" / "transform"
+    killed = tmp_path / "run" / ".transform.staging-0123abcd-xyz"
+    replaced = tmp_path / "run" / ".transform.replaced-4567"
+    other = tmp_path / "run" / ".model.staging-89ab"  # another artifact's: not ours to remove
+    for leftover in (killed, replaced, other):
+        (leftover / "examples").mkdir(parents=True)
+        (leftover / "examples" / "train-00000.tfrecord.gz").write_bytes(b"half")
+    with storage.staged_directory(final) as staging:
+        (Path(staging) / "done").write_text("whole")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        ".model.staging-89ab",
+        "transform",
+    ]
+    assert (final / "done").read_text() == "whole"

@@ -12,6 +12,8 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from validation_data import find_sample, read_sample, split_file_schema, write_split
@@ -91,7 +93,23 @@ def split_patterns(tmp_path_factory) -> dict[str, str]:
         # Faulty frames keep their own columns and types; the others follow the contract.
         conforming = frame.dtypes.equals(splits["train"].dtypes)
         patterns[name] = write_split(frame, root / name, contract if conforming else None)
+    # NaN survives only if written as NaN (pandas would turn it into null): eval with NaN in
+    # 2% of the fares (a required feature) and of the distances (an optional one).
+    for name, column in (("eval_nan_fare", "fare"), ("eval_nan_miles", "trip_miles")):
+        table = pq.read_table(split_patterns_dir(patterns["eval"]))
+        values = table.column(column).to_numpy().astype(float)
+        values[::50] = np.nan
+        table = table.set_column(
+            table.schema.get_field_index(column), column, pa.array(values, from_pandas=False)
+        )
+        (root / name).mkdir()
+        pq.write_table(table, root / name / "part-00000.parquet")
+        patterns[name] = str(root / name / "part-*.parquet")
     return patterns
+
+
+def split_patterns_dir(pattern: str) -> str:
+    return pattern.rsplit("/", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +216,20 @@ def test_nulls_in_required_feature(stats, schema):
     assert _kinds(report, "fare") == {"FEATURE_TYPE_LOW_FRACTION_PRESENT", "INVALID_FEATURE_SHAPE"}
     with pytest.raises(ValidationFailed, match=r"fare .*0\.98"):
         check(report)
+
+
+def test_nan_is_flagged_blocking_in_a_required_feature_a_warning_elsewhere(stats, schema):
+    """TFDV counts NaN as a present value and reports nothing; the pipeline reads NaN as
+    missing, so a source writing NaN for "missing" must be told."""
+    fare = validate_statistics(stats["eval_nan_fare"], schema, "TRAINING")
+    assert [a.kind for a in fare.blocking] == ["NAN_VALUES_IN_REQUIRED_FEATURE"]
+    assert fare.blocking[0].feature == "fare" and "NaN" in fare.blocking[0].description
+    miles = validate_statistics(stats["eval_nan_miles"], schema, "TRAINING")
+    assert miles.passed
+    assert [(a.feature, a.kind, a.severity.value) for a in miles.anomalies] == [
+        ("trip_miles", "NAN_VALUES", "WARNING")
+    ]
+    assert not _kinds(validate_statistics(stats["eval"], schema, "TRAINING"), "trip_miles")
 
 
 def test_string_where_a_number_belongs(stats, schema):

@@ -302,6 +302,55 @@ def test_the_label_is_computed_once_in_double_precision(tmp_path):
     assert all(r["big_tipper"] == int(r["tips"] > 0.2 * r["fare"]) for r in kept)
 
 
+@pytest.fixture(scope="module")
+def duplicated_db(tmp_path_factory) -> Path:
+    """300 synthetic trips, 30 of them inserted a second time and 5 a third time."""
+    db = tmp_path_factory.mktemp("duplicates") / "warehouse.duckdb"
+    build_synthetic_warehouse(TAXI, db, rows=300, seed=21, start=date(2024, 1, 1), days=5)
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"INSERT INTO {TABLE} SELECT * FROM {TABLE} WHERE rowid < 30")
+        con.execute(f"INSERT INTO {TABLE} SELECT * FROM {TABLE} WHERE rowid < 5")
+    return db
+
+
+def test_exact_duplicates_are_counted_and_kept_dropped_or_blocking(duplicated_db, tmp_path):
+    kept = run_split(SplitConfig(TAXI, warehouse=duplicated_db), tmp_path / "keep")
+    assert kept.input_rows == 335 and kept.duplicate_rows == 35
+    assert sum(kept.split_rows.values()) == 335 - sum(kept.removed_rows.values())
+    dropped = run_split(
+        SplitConfig(TAXI, warehouse=duplicated_db, duplicates="drop"), tmp_path / "drop"
+    )
+    assert dropped.duplicate_rows == 35 and dropped.removed_rows["duplicate"] == 35
+    rows = pa.concat_tables(read_split(dropped, s) for s in SPLIT_NAMES).to_pylist()
+    assert len({tuple(r.values()) for r in rows}) == len(rows) == 300 - sum(
+        v for k, v in dropped.removed_rows.items() if k != "duplicate"
+    )
+    with pytest.raises(TableProblem, match="35 exact duplicate rows"):
+        run_split(SplitConfig(TAXI, warehouse=duplicated_db, duplicates="block"), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_an_empty_table_and_a_wrong_column_type_are_verdicts_naming_them(tmp_path):
+    empty = tmp_path / "empty.duckdb"
+    build_synthetic_warehouse(TAXI, empty, rows=20, seed=1, start=date(2024, 1, 1), days=2)
+    with duckdb.connect(str(empty)) as con:
+        con.execute(f"DELETE FROM {TABLE}")
+    with pytest.raises(TableProblem, match=r"taxi_trips is empty"):
+        run_split(SplitConfig(TAXI, warehouse=empty), tmp_path / "s1")
+    typed = tmp_path / "typed.duckdb"
+    build_synthetic_warehouse(TAXI, typed, rows=20, seed=1, start=date(2024, 1, 1), days=2)
+    with duckdb.connect(str(typed)) as con:
+        con.execute(f"ALTER TABLE {TABLE} ALTER fare TYPE VARCHAR")
+        con.execute(f"ALTER TABLE {TABLE} DROP COLUMN company")
+    with pytest.raises(TableProblem, match=r"lacks column\(s\) \['company'\]"):
+        run_split(SplitConfig(TAXI, warehouse=typed), tmp_path / "s2")
+    with duckdb.connect(str(typed)) as con:
+        con.execute(f"ALTER TABLE {TABLE} ADD COLUMN company VARCHAR")
+    with pytest.raises(TableProblem, match="fare is VARCHAR, the definition says FLOAT64"):
+        run_split(SplitConfig(TAXI, warehouse=typed), tmp_path / "s3")
+    assert not any(p.name.startswith("s") for p in tmp_path.iterdir())
+
+
 def test_time_window_is_counted_first(dirty_db, tmp_path):
     start, end = datetime(2024, 1, 8), datetime(2024, 2, 1)
     result = run_split(SplitConfig(TAXI, warehouse=dirty_db, start=start, end=end), tmp_path / "s")

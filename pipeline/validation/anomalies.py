@@ -25,6 +25,10 @@ from pipeline.verdicts import Verdict
 DATASET = "(dataset)"  # the ``feature`` of dataset-level findings
 _COMPARATOR_PREFIX = "COMPARATOR_"
 _JSD_KIND = "COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH"
+# NaN in a float feature: the transform reads it as missing, but a source that means "missing"
+# should say NULL. A warning in an optional feature, blocking in a required one (see below).
+NAN_KIND = "NAN_VALUES"
+NAN_REQUIRED_KIND = "NAN_VALUES_IN_REQUIRED_FEATURE"
 
 
 class Severity(str, enum.Enum):  # noqa: UP042 (StrEnum needs 3.11; 3.10 is supported)
@@ -90,7 +94,12 @@ class SeverityConfig:
 
 # Drift between consecutive data windows has ordinary causes (season, holidays), so a person
 # reviews it; everything else, training/serving skew included, stops the run.
-DEFAULT_SEVERITY = SeverityConfig(rules=(SeverityRule(Severity.WARNING, check=Check.DRIFT.value),))
+DEFAULT_SEVERITY = SeverityConfig(
+    rules=(
+        SeverityRule(Severity.WARNING, check=Check.DRIFT.value),
+        SeverityRule(Severity.WARNING, kind=NAN_KIND),
+    )
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +206,7 @@ def validate_statistics(
     """
     tfdv_schema, jsd_thresholds = _split_jsd_comparators(schema)
     result = _tfdv_validate(stats, tfdv_schema, environment, Check.SCHEMA)
-    found = _tfdv_findings(result, Check.SCHEMA)
+    found = _tfdv_findings(result, Check.SCHEMA) + _nan_findings(stats, schema, environment)
     measurements: list[Measurement] = []
     for check_kind, other, baseline, candidate in (
         (Check.DRIFT, previous_stats, previous_stats, stats),
@@ -269,6 +278,39 @@ def _tfdv_measurements(result: anomalies_pb2.Anomalies, check_kind: Check) -> li
                 )
             )
     return measurements
+
+
+def _nan_findings(
+    stats: statistics_pb2.DatasetFeatureStatisticsList,
+    schema: schema_pb2.Schema,
+    environment: str,
+) -> list[_Finding]:
+    """Float features holding NaN (TFDV counts NaN as a present value and reports nothing)."""
+    required = {
+        f.name for f in schema.feature if f.presence.min_fraction >= 1.0
+        and environment not in f.not_in_environment
+    }  # fmt: skip
+    findings: list[_Finding] = []
+    for name, feature in sorted(feature_stats(stats).items()):
+        if not feature.HasField("num_stats") or not feature.num_stats.histograms:
+            continue
+        nan = int(feature.num_stats.histograms[0].num_nan)
+        if not nan:
+            continue
+        values = feature.num_stats.common_stats.num_non_missing
+        kind = NAN_REQUIRED_KIND if name in required else NAN_KIND
+        findings.append(
+            (
+                name,
+                kind,
+                Check.SCHEMA,
+                "NaN values",
+                f"{nan} of {values} values are NaN. The pipeline reads NaN as missing; the source "
+                "should write NULL"
+                + (", and this feature is required." if name in required else "."),
+            )
+        )
+    return findings
 
 
 # ---- Jensen-Shannon comparators ------------------------------------------------------------

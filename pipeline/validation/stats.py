@@ -69,6 +69,10 @@ def _publish_statistics(
     """
     output_path = str(output_path)
     storage.makedirs(storage.parent(output_path))
+    prefix = f".{storage.basename(output_path)}."
+    for name in storage.listdir(storage.parent(output_path)):  # a killed attempt's temp file
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            storage.rmtree(storage.join(storage.parent(output_path), name))
     temp_path = storage.join(
         storage.parent(output_path), f".{storage.basename(output_path)}.{uuid.uuid4().hex}.tmp"
     )

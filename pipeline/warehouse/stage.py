@@ -168,6 +168,7 @@ def _write_staged(
     else:
         parent = Path(output_dir).parent
         parent.mkdir(parents=True, exist_ok=True)
+        storage.remove_leftovers(output_dir)  # a killed attempt's staging copy
         staging = parent / f".{Path(output_dir).name}.staging-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
     try:
@@ -222,7 +223,13 @@ def _check_counts(config: SplitConfig, result: SplitResult) -> None:
 
 
 def _write_manifest(staging: Path, result: SplitResult) -> None:
-    text = json.dumps(result.to_manifest(), indent=2, sort_keys=True) + "\n"
+    """What the splits are and how they were made, beside them: the same bytes for the same
+    inputs (no timings, no absolute locations; the run manifest has those)."""
+    record = result.to_manifest()
+    for volatile in ("seconds", "output_dir"):
+        record.pop(volatile)
+    record["split_dirs"] = {split: split for split in record["split_dirs"]}
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     (staging / MANIFEST_FILE).write_text(text)
 
 
