@@ -276,3 +276,23 @@ def _round_half_away(value: float) -> int:
     whole = math.floor(magnitude)
     rounded = whole + (1 if magnitude - whole >= 0.5 else 0)
     return int(math.copysign(rounded, value)) if rounded else 0
+
+
+# ---- batch scoring ---------------------------------------------------------------------------
+
+
+def score_input_query(config: SplitConfig) -> Query:
+    """Every row ``config``'s filters keep, with its row key: what batch scoring reads.
+
+    The key is the split's (``config.key_columns``, default every column), so predictions join
+    back to the rows and to their split assignment. Scoring configs switch the training filters
+    off (:func:`pipeline.score.scoring_split_config`): a row without a label is still scored.
+    """
+    filters = named_filters(config)
+    sql = render(
+        "score_input",
+        source_cte=_source_cte(config),
+        output_columns=output_columns(config.definition),
+        filters="\n  AND ".join(f.predicate for f in filters) or "TRUE",
+    )
+    return Query("score_input", sql, _filter_params(config))
