@@ -19,9 +19,6 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from pipeline.runners.portable import DEFAULT_WORKERS, PortableCluster, RunnerAborted
-from pipeline.runners.worker_pool import WorkerEnvironmentError
-
 __all__ = [
     "BeamJobFailed",
     "PortableCluster",
@@ -35,6 +32,24 @@ __all__ = [
 RUNNERS = ("direct", "portable")
 # Beam flags that --beam-runner portable sets itself.
 _PORTABLE_FLAGS = ("--runner", "--job_endpoint", "--environment_type", "--environment_config")
+
+
+# The cluster's names load on first use: the job server and the worker pool run as
+# ``python -m pipeline.runners.<module>``, and importing them with this package would load the
+# module twice (once as __main__).
+_LAZY = {
+    "PortableCluster": "pipeline.runners.portable",
+    "RunnerAborted": "pipeline.runners.portable",
+    "WorkerEnvironmentError": "pipeline.runners.worker_pool",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BeamJobFailed(RuntimeError):
@@ -75,6 +90,8 @@ def run_pipeline(pipeline, job: str):
 
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     """``--beam-runner`` and the portable cluster's settings."""
+    from pipeline.runners.portable import DEFAULT_WORKERS
+
     group = parser.add_argument_group(
         "Beam runner", "where the Beam stages run (other Beam flags pass through to Beam)"
     )
@@ -128,6 +145,8 @@ def beam_session(args: argparse.Namespace, beam_args: list[str]) -> Iterator[lis
     problem = runner_flag_conflict(args, beam_args)
     if problem:
         raise ValueError(problem)
+    from pipeline.runners.portable import PortableCluster
+
     cluster = PortableCluster(
         workers=args.beam_workers,
         python=args.beam_worker_python,

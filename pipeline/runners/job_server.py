@@ -39,7 +39,7 @@ class WorkerConnectTimeout(RuntimeError):
 
 
 def sdk_worker_parallelism(options, default: int) -> int:
-    """The job's ``--sdk_worker_parallelism`` (0 or unset: ``default``)."""
+    """The job's ``--sdk_worker_parallelism`` (Beam's default is 1; 0 means ``default``)."""
     from apache_beam.options.pipeline_options import PortableOptions
 
     value = options.view_as(PortableOptions).sdk_worker_parallelism
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "--workers",
         type=int,
         default=2,
-        help="SDK workers per job when it does not set --sdk_worker_parallelism",
+        help="SDK workers per job whose --sdk_worker_parallelism is 0 (the runner's choice)",
     )
     parser.add_argument(
         "--worker-connect-timeout",

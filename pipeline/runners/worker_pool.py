@@ -16,7 +16,11 @@ Beam's own servicer class and fixes what makes the stock one unsafe to leave una
 * it pipes each worker's stdout without ever reading it and never reaps its workers, so a
   worker that aborts after its job is invisible. Here each worker's output goes to a log file and
   its exit status to a status file beside it (``<status_dir>/<worker id>.json``), which the
-  submitting process reads after every job (:mod:`pipeline.runners.portable`).
+  submitting process reads after every job (:mod:`pipeline.runners.portable`);
+* it starts a worker only when a job asks for one, so every job waits for interpreters to start
+  and import TensorFlow. This pool keeps ``--spares`` worker processes started, with the
+  ``--preload`` modules imported, and hands them out in order (a job's worker is still a fresh
+  process: nothing carries over from one job to the next).
 
 The pool itself runs as ``python -m pipeline.runners.worker_pool --status-dir DIR`` (started by
 :meth:`SdkWorkerPool.start`, stopped by :meth:`SdkWorkerPool.stop`).
