@@ -204,6 +204,22 @@ def test_the_cli_scores_a_warehouse_interval_into_the_warehouse(taxi, export_dir
     assert first["row_key"] == reference_key(taxi, ("trip_start_timestamp", "company"), first)
 
 
+def test_an_empty_selection_still_publishes_a_table_with_the_outputs_columns(
+    taxi, export_dir, tmp_path
+):
+    db = tmp_path / "warehouse.duckdb"
+    shutil.copy(ensure_taxi_warehouse(REPO_ROOT / "data"), db)
+    config = ScoreConfig(definition=taxi, model=str(export_dir), warehouse=db, start="2030-01-01")
+    result = score_table(config, DIRECT)
+    assert result.input_rows == result.rows_written == 0
+    with duckdb.connect(str(db), read_only=True) as connection:
+        table = connection.execute(
+            "SELECT * FROM chicago_taxi_trips.taxi_trips_predictions"
+        ).fetch_arrow_table()
+    assert table.num_rows == 0
+    assert table.column_names == ["row_key", "model_version", "classes", "probabilities"]
+
+
 def test_scoring_on_the_portable_runner_writes_the_direct_runners_predictions(
     scored_eval, taxi, export_dir, small_splits, tmp_path, portable_cluster
 ):

@@ -176,9 +176,11 @@ def score_table(
                 split_dir=config.split_dir, definition=definition,
             )  # fmt: skip
         shards_dir = storage.join(staging, "predictions")
-        written = run_scoring_job(
-            pattern, shards_dir, handler, schema, columns, beam_args, config.batch_size
-        )
+        written = 0  # no rows: no job (its Parquet source would find no files)
+        if input_rows:
+            written = run_scoring_job(
+                pattern, shards_dir, handler, schema, columns, beam_args, config.batch_size
+            )
         shards = _shards(shards_dir, schema)
         if written != input_rows:
             raise RuntimeError(f"scored {written} of {input_rows} rows; nothing was published")

@@ -19,8 +19,8 @@ from pipeline.warehouse.identifiers import TableRef, quote_duckdb
 from pipeline.warehouse.query import Query
 from pipeline.warehouse.schema import duckdb_create_table_sql, duckdb_insert_select_sql
 
-INPUT_FILE = "rows.parquet"
-# Row groups are what Beam's Parquet source splits on: several per file let workers share it.
+# One file per row group: Beam hands whole files to workers, so several files let them share
+# the rows (a single file of a million rows went to one worker).
 ROW_GROUP_ROWS = 100_000
 
 
@@ -60,17 +60,17 @@ def export_input(
         connection = _split_dir_connection(definition, split_dir)
     else:
         connection = DuckDBEngine(warehouse).connect()
-    path = Path(directory) / INPUT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     copy = (
-        f"COPY (\n{transpile(query)}\n) TO {_literal(str(path))} "
-        f"(FORMAT PARQUET, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        f"COPY (\n{transpile(query)}\n) TO {_literal(str(directory))} "
+        f"(FORMAT PARQUET, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, ROW_GROUPS_PER_FILE 1)"
     )
     try:
         (rows,) = connection.execute(copy, duckdb_params(query)).fetchone()
     finally:
         connection.close()
-    return str(path), int(rows)
+    return str(directory / "*.parquet"), int(rows)
 
 
 def publish(database: Path, table: TableRef, shards: list[str], expected_rows: int) -> None:

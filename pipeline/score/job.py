@@ -38,13 +38,14 @@ class _WriteParquetShards(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch):
         if not batch.num_rows:
-            return
+            return ()
         if self._writer is None:
             self._path = storage.join(self._directory, f"part-{uuid.uuid4().hex}{SHARD_SUFFIX}")
             self._handle = storage.open_write(self._path)
             self._writer = pq.ParquetWriter(self._handle, self._schema)
         self._writer.write_batch(batch)
         self._rows.inc(batch.num_rows)
+        return ()
 
     def finish_bundle(self):
         if self._writer is not None:

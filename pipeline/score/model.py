@@ -74,18 +74,27 @@ def resolve_model(model: str, version: int | None = None) -> ModelRef:
 
 
 def output_fields(export_dir: str) -> list[pa.Field]:
-    """One Arrow field per output of ``serving_default``, in name order."""
-    import tensorflow as tf
+    """One Arrow field per output of ``serving_default``, in name order.
 
-    signature = tf.saved_model.load(export_dir).signatures[SERVING_SIGNATURE]
+    Read from ``saved_model.pb`` (the signature's declared dtypes and shapes): loading the model
+    here would cost seconds the job pays again in every worker.
+    """
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString(
+        storage.read_bytes(storage.join(export_dir, SAVED_MODEL_FILE))
+    )
+    signature = proto.meta_graphs[0].signature_def[SERVING_SIGNATURE]
     fields = []
-    for name, spec in sorted(signature.structured_outputs.items()):
-        value_type = _ARROW_TYPES.get(spec.dtype.name)
-        rank = spec.shape.rank
+    for name, info in sorted(signature.outputs.items()):
+        dtype = tf.dtypes.as_dtype(info.dtype).name
+        value_type = _ARROW_TYPES.get(dtype)
+        rank = None if info.tensor_shape.unknown_rank else len(info.tensor_shape.dim)
         if value_type is None or rank not in (1, 2):
             raise ValueError(
-                f"{export_dir}: output {name!r} ({spec.dtype.name}, shape {spec.shape}) cannot be "
-                "a column: scoring writes [batch] and [batch, k] numbers or strings"
+                f"{export_dir}: output {name!r} ({dtype}, rank {rank}) cannot be a column: "
+                "scoring writes [batch] and [batch, k] numbers or strings"
             )
         fields.append(pa.field(name, value_type if rank == 1 else pa.list_(value_type)))
     return fields
