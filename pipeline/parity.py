@@ -29,6 +29,7 @@ import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.tfxio import tensor_adapter
 
@@ -44,6 +45,7 @@ from pipeline.export import (
     primary_output,
 )
 from pipeline.raw_schema import tensor_adapter_config
+from pipeline.runners import run_pipeline
 from pipeline.train import load_trained_model
 
 FLOAT_RTOL = 1e-6
@@ -84,7 +86,10 @@ def read_raw_rows(dataset: DatasetDefinition, split_dir: Path, rows: int) -> pa.
 
 
 def training_path_features(
-    dataset: DatasetDefinition, transform_dir: Path, raw: pa.RecordBatch
+    dataset: DatasetDefinition,
+    transform_dir: Path,
+    raw: pa.RecordBatch,
+    beam_args: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Features of ``raw`` through Beam + TFT, as the transform stage wrote them for training."""
     config = tensor_adapter_config(dataset)
@@ -102,7 +107,8 @@ def training_path_features(
     tft_output = tft.TFTransformOutput(str(transform_dir))
     with tempfile.TemporaryDirectory() as tmp:
         out_prefix = str(Path(tmp) / "transformed")
-        with beam.Pipeline() as p, tft_beam.Context(temp_dir=tmp, passthrough_keys={ROW_ID}):
+        p = beam.Pipeline(options=PipelineOptions(beam_args or []))
+        with tft_beam.Context(temp_dir=tmp, passthrough_keys={ROW_ID}):
             transform_fn = p | tft_beam.ReadTransformFn(str(transform_dir))
             transformed = (
                 (p | beam.Create([with_ids]), id_config),
@@ -113,6 +119,7 @@ def training_path_features(
                 | beam.FlatMap(lambda item: encode_examples(item[0]))
                 | beam.io.WriteToTFRecord(out_prefix)
             )
+            run_pipeline(p, "parity (training path)")
         spec = dict(tft_output.transformed_feature_spec())
         spec[ROW_ID] = tf.io.FixedLenFeature([], tf.int64)
         serialized = [
@@ -176,10 +183,11 @@ def check_parity(
     split_dir: Path,
     rows: int = 200,
     model_dir: Path | None = None,
+    beam_args: list[str] | None = None,
 ) -> ParityReport:
     """Compare training-path and serving-path features (and predictions) on ``rows`` rows."""
     raw = read_raw_rows(dataset, split_dir, rows)
-    expected = training_path_features(dataset, transform_dir, raw)
+    expected = training_path_features(dataset, transform_dir, raw, beam_args)
     loaded = tf.saved_model.load(str(export_dir))
     examples = tf.constant(serving_examples(dataset, raw))
     actual = {
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-dir", required=True)
     parser.add_argument("--model-dir")
     parser.add_argument("--rows", type=int, default=200)
-    args = parser.parse_args(argv)
+    args, beam_args = parser.parse_known_args(argv)
     with exit_on_usage_error():
         dataset = dataset_from_args(args)
     report = check_parity(
@@ -226,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         args.split_dir,
         args.rows,
         args.model_dir,
+        beam_args,
     )
     json.dump(report.to_manifest(), sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -2,6 +2,7 @@
 
     python -m pipeline.run --runner DirectRunner [flags] [Beam pipeline options]
     python -m pipeline.run --run-id ID --stages transform,train ...   (one step of a run)
+    python -m pipeline.run --beam-runner portable [--beam-workers 2]  (Beam stages on the Fn API)
 
 Stages (see :mod:`pipeline.stages`): data (embedded warehouse) -> warehouse split -> validation
 -> transform -> train -> export -> parity -> predict (fresh process). Every run gets its own
@@ -9,7 +10,9 @@ directory under ``--runs-dir`` with a ``manifest.json`` (status, stage timings, 
 anomalies, metrics, artifact paths and digests, versions of the stack), rewritten after every
 stage. With ``--stages`` only those stages run, in the run directory of ``--run-id``, reusing
 what earlier stages left there; rerunning a stage replaces its artifacts atomically. Flags this
-module does not know are passed to Beam's ``PipelineOptions``.
+module does not know are passed to Beam's ``PipelineOptions``; ``--beam-runner portable`` runs the
+Beam stages on ``PortableRunner`` with a local job server and SDK worker pool started for the run
+(:mod:`pipeline.runners`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,18 @@ from pipeline import console, storage
 from pipeline.cli import EXIT_USAGE, UsageError, add_dataset_argument, dataset_from_args
 from pipeline.definition import DatasetDefinition, DefinitionError, DuplicatePolicy
 from pipeline.manifest import MANIFEST, RunRecorder, stack_versions, summary
-from pipeline.stages import STAGES, RunContext
+from pipeline.runners import add_runner_arguments, beam_session, runner_flag_conflict
+from pipeline.stages import BEAM_STAGES, STAGES, RunContext
 from pipeline.verdicts import EXIT_VERDICT, Verdict
 
 # Exit statuses: 0 done; EXIT_VERDICT (3) when the run stopped on its own verdict (a blocking
 # anomaly, an empty table or a missing column, no training rows, a parity gap, a missing input: a
 # retry would end the same way); EXIT_USAGE (2) for a bad command line, before anything is
 # written; 1 for anything else (a crash, a lost worker: worth a retry).
+# A Beam job finished and wrote its outputs, but a runner process then died abnormally: the stage
+# did not publish them (see pipeline.runners.portable). Neither a verdict on the data nor a crash
+# to retry blindly: look at the process's log first.
+EXIT_RUNNER_ABORTED = 4
 LATEST_LINK = "LATEST"
 log = logging.getLogger("pipeline.run")
 
@@ -115,7 +124,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--bq-label", action="append", default=[], metavar="KEY=VALUE", help="bigquery job label"
     )
     console.add_arguments(parser)  # --verbose, --json
-    return parser.parse_known_args(argv)
+    add_runner_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    if problem := runner_flag_conflict(args, beam_args):
+        parser.error(problem)
+    return args, beam_args
 
 
 def _positive(text: str) -> int:
@@ -242,9 +255,11 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     manifest.pop("error", None)
     manifest.pop("traceback", None)
     try:
-        for name in selected:
-            with recorder.stage(name) as record, console.stage(name, ctx):
-                STAGES[name](ctx, record)
+        with _beam_session(args, beam_args, selected) as stage_beam_args:
+            ctx.beam_args = stage_beam_args
+            for name in selected:
+                with recorder.stage(name) as record, console.stage(name, ctx):
+                    STAGES[name](ctx, record)
         done = all(manifest["stages"].get(n, {}).get("status") == "succeeded" for n in STAGES)
         manifest["status"] = "succeeded" if done else "in_progress"
     except BaseException as error:
@@ -258,6 +273,18 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     if manifest["status"] == "succeeded":
         _point_latest(args.runs_dir, args.run_id)
     return manifest
+
+
+@contextlib.contextmanager
+def _beam_session(
+    args: argparse.Namespace, beam_args: list[str], selected: list[str]
+) -> Iterator[list[str]]:
+    """The stages' Beam flags; a portable cluster starts only when a Beam stage is selected."""
+    if not BEAM_STAGES.intersection(selected):
+        yield beam_args
+        return
+    with beam_session(args, beam_args) as stage_beam_args:
+        yield stage_beam_args
 
 
 def _point_latest(runs_dir: str, run_id: str) -> None:
@@ -277,8 +304,23 @@ def _point_latest(runs_dir: str, run_id: str) -> None:
 
 
 def is_verdict(error: BaseException) -> bool:
-    """True when the run stopped on purpose (see :data:`EXIT_VERDICT`), not by a crash."""
-    return isinstance(error, Verdict)
+    """True when the run stopped on purpose (see :data:`EXIT_VERDICT`), not by a crash.
+
+    A worker environment that cannot host the pipeline (its Python lacks apache_beam or this
+    project) is a setup error like a bad flag: a retry would end the same way.
+    """
+    from pipeline.runners import WorkerEnvironmentError
+
+    return isinstance(error, Verdict | WorkerEnvironmentError)
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status of a run that raised ``error``."""
+    from pipeline.runners import RunnerAborted
+
+    if isinstance(error, RunnerAborted):
+        return EXIT_RUNNER_ABORTED
+    return EXIT_VERDICT if is_verdict(error) else 1
 
 
 def _quiet_logs() -> None:
@@ -305,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(summary(failed), file=sys.stderr)
                 if args.json:
                     print(json.dumps(console.json_summary(failed), indent=2))
-        return EXIT_VERDICT if is_verdict(error) else 1
+        return exit_status(error)
     if args.json:
         print(json.dumps(console.json_summary(manifest), indent=2))
     else:

@@ -254,6 +254,7 @@ def stage_parity(ctx: RunContext, record: dict) -> None:
         ctx.split_dirs()["eval"],
         rows=ctx.parity_rows,
         model_dir=ctx.model_dir,
+        beam_args=ctx.beam_args,
     )
     record.update(report.to_manifest())
     if not report.passed:
@@ -303,6 +304,8 @@ def stage_push(ctx: RunContext, record: dict) -> None:
 
 
 Stage = Callable[[RunContext, dict], None]
+# Stages that run Beam jobs (with the run's Beam flags).
+BEAM_STAGES = frozenset({"validation", "transform", "parity"})
 
 STAGES: dict[str, Stage] = {
     "data": stage_data,

@@ -38,6 +38,7 @@ from pipeline.arrow_io import ReadSplitBatches
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
 from pipeline.raw_schema import tensor_adapter_config
+from pipeline.runners import run_pipeline
 from pipeline.tfrecord_io import WriteBatchesToTFRecord, finalize_shards
 from transforms.preprocessing import make_preprocessing_fn
 
@@ -91,12 +92,6 @@ def _read_counted(pipeline: beam.Pipeline, split: str, pattern: str, schema: pa.
     )
 
 
-def _run(pipeline: beam.Pipeline) -> beam.runners.runner.PipelineResult:
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
-
-
 def analyze(
     dataset: DatasetDefinition,
     span_patterns: dict[str, str],
@@ -146,7 +141,7 @@ def analyze(
             _ = output_cache | "WriteCache" >> analyzer_cache.WriteAnalysisCacheToFS(
                 pipeline, str(cache_dir), list(keys.values())
             )
-        _run(pipeline)
+        run_pipeline(pipeline, "transform analysis")
     canonical_saved_model.canonicalize(storage.join(transform_fn_dir, "transform_fn"))
     return {
         "read": sorted(span for span, key in keys.items() if key in needed),
@@ -193,7 +188,7 @@ def transform_splits(
                 tft_beam.TransformDataset(output_record_batches=True)
             )
             _ = transformed[0] | f"Write[{split}]" >> WriteBatchesToTFRecord(examples_dir, split)
-        result = _run(pipeline)
+        result = run_pipeline(pipeline, "transform")
     for split in split_patterns:
         finalize_shards(examples_dir, split)
     return _row_counts(result, split_patterns)

@@ -123,6 +123,15 @@ def trained_export(transform_output, taxi, tmp_path_factory):
     return trained, exported
 
 
+@pytest.fixture(scope="session")
+def portable_cluster():
+    """A job server and a pool of two SDK workers for PortableRunner jobs (EXTERNAL workers)."""
+    from pipeline.runners import PortableCluster
+
+    with PortableCluster(workers=2) as cluster:
+        yield cluster
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment for running project modules in a child process from the repo root."""
     env = dict(os.environ)

@@ -322,8 +322,10 @@ def test_exact_duplicates_are_counted_and_kept_dropped_or_blocking(duplicated_db
     )
     assert dropped.duplicate_rows == 35 and dropped.removed_rows["duplicate"] == 35
     rows = pa.concat_tables(read_split(dropped, s) for s in SPLIT_NAMES).to_pylist()
-    assert len({tuple(r.values()) for r in rows}) == len(rows) == 300 - sum(
-        v for k, v in dropped.removed_rows.items() if k != "duplicate"
+    assert (
+        len({tuple(r.values()) for r in rows})
+        == len(rows)
+        == 300 - sum(v for k, v in dropped.removed_rows.items() if k != "duplicate")
     )
     with pytest.raises(TableProblem, match="35 exact duplicate rows"):
         run_split(SplitConfig(TAXI, warehouse=duplicated_db, duplicates="block"), tmp_path / "b")

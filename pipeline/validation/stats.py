@@ -13,6 +13,7 @@ from tfx_bsl.public import tfxio
 
 from pipeline import storage
 from pipeline.arrow_io import DEFAULT_BATCH_SIZE
+from pipeline.runners import run_pipeline
 from pipeline.validation.batches import ReadValidationBatches, require_files
 
 
@@ -77,13 +78,14 @@ def _publish_statistics(
         storage.parent(output_path), f".{storage.basename(output_path)}.{uuid.uuid4().hex}.tmp"
     )
     try:
-        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as pipeline:
-            _ = (
-                pipeline
-                | "Read" >> source
-                | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
-                | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(temp_path)
-            )
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+        _ = (
+            pipeline
+            | "Read" >> source
+            | "GenerateStatistics" >> tfdv.GenerateStatistics(stats_options())
+            | "WriteStatistics" >> tfdv.WriteStatisticsToBinaryFile(temp_path)
+        )
+        run_pipeline(pipeline, f"statistics of {output_path}")
         storage.rename_file(temp_path, output_path)
     finally:
         storage.rmtree(temp_path)

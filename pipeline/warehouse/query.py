@@ -106,7 +106,7 @@ def key_expression(definition: DatasetDefinition, columns: tuple[str, ...]) -> s
     return "CONCAT(" + ", '|', ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
-def output_columns(definition: DatasetDefinition) -> str:
+def output_columns(definition: DatasetDefinition, with_label: bool = True) -> str:
     """The definition's columns in order, cast to their types (a narrower integer or an integer
     FLOAT64 column in the warehouse still leaves as the split files' type; TIMESTAMPs leave as
     INT64 Unix seconds), then the label computed by :func:`label_value_expression`."""
@@ -116,7 +116,8 @@ def output_columns(definition: DatasetDefinition) -> str:
             rendered.append(f"UNIX_SECONDS({column.name}) AS {column.name}")
         else:
             rendered.append(f"CAST({column.name} AS {column.type.value}) AS {column.name}")
-    rendered.append(f"_label_value AS {definition.label.name}")
+    if with_label:
+        rendered.append(f"_label_value AS {definition.label.name}")
     return ",\n  ".join(rendered)
 
 
@@ -385,3 +386,24 @@ def _round_half_away(value: float) -> int:
     whole = math.floor(magnitude)
     rounded = whole + (1 if magnitude - whole >= 0.5 else 0)
     return int(math.copysign(rounded, value)) if rounded else 0
+
+
+# ---- batch scoring ---------------------------------------------------------------------------
+
+
+def score_input_query(config: SplitConfig) -> Query:
+    """Every row ``config``'s filters keep, with its row key: what batch scoring reads.
+
+    The key is the split's (``config.resolved_key_columns``, the definition's split key by
+    default), so predictions join back to the rows and to their split assignment. Scoring
+    configs switch the training filters off (:meth:`pipeline.score.ScoreConfig.split_config`): a
+    row without a label is still scored.
+    """
+    filters = named_filters(config)
+    sql = render(
+        "score_input",
+        source_cte=_source_cte(config),
+        output_columns=output_columns(config.definition, with_label=False),
+        filters="\n  AND ".join(f.predicate for f in filters) or "TRUE",
+    )
+    return Query("score_input", sql, _params_of(filters))
