@@ -11,7 +11,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from pipeline.datasets import DEFAULT_DATASET, UnknownDataset, get_dataset
+from pipeline.datasets import DATASET_PATH_ENV, DEFAULT_DATASET, UnknownDataset, get_dataset
 from pipeline.definition import DatasetDefinition, DefinitionError
 
 EXIT_USAGE = 2
@@ -25,7 +25,8 @@ def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default=None,
-        help=f"dataset folder name (default: {DEFAULT_DATASET}); see pipeline/datasets/",
+        help=f"dataset name (default: {DEFAULT_DATASET}); dataset folders are found in "
+        f"pipeline/datasets/ and on ${DATASET_PATH_ENV}",
     )
 
 

@@ -240,7 +240,7 @@ def _outcome(name: str, record: dict, manifest: dict) -> str:
 # ---- training --------------------------------------------------------------------------------
 
 
-def training_callbacks() -> list:
+def training_callbacks(total_steps: int | None = None) -> list:
     """A Keras callback reporting each epoch's step count, loss and eval AUC ([] if no run
     reporter is installed, so library use and tests stay silent)."""
     if _active is None:
@@ -251,21 +251,19 @@ def training_callbacks() -> list:
         def on_train_begin(self, logs=None):
             self._epochs = self.params.get("epochs") or 1
             self._steps = self.params.get("steps") or 0
+            self._total = total_steps or self._epochs * self._steps
             self._done = 0
-            report(
-                f"{self.model.name} fitting {self._epochs * self._steps} steps "
-                f"(a line every {self._steps})"
-            )
+            report(f"{self.model.name} fitting {self._total} steps (a line every {self._steps})")
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            self._done = (epoch + 1) * self._steps
+            self._done = min((epoch + 1) * self._steps, self._total)
             metrics = "".join(
                 f", {key} {value:.4f}"
                 for key, value in logs.items()
                 if key == "loss" or key.startswith("val_")
             )
-            report(f"{self.model.name} step {self._done}/{self._epochs * self._steps}{metrics}")
+            report(f"{self.model.name} step {self._done}/{self._total}{metrics}")
 
         def on_train_end(self, logs=None):
             report(f"{self.model.name} done")

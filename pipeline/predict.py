@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
@@ -22,11 +24,21 @@ from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
 
 
 def raw_examples(
-    dataset: DatasetDefinition, split_dir: Path, rows: int, serving: bool = True
+    dataset: DatasetDefinition,
+    split_dir: Path,
+    rows: int,
+    serving: bool = True,
+    spread_over: int | None = None,
 ) -> tuple[list[bytes], list[dict]]:
-    """The first ``rows`` rows of a split as serialized raw ``tf.Example``s and as dicts."""
+    """``rows`` rows of a split as serialized raw ``tf.Example``s and as dicts: the first ones,
+    or, with ``spread_over``, rows evenly spaced over the first ``spread_over`` (a split file
+    written stratified holds one class after another, and the first rows would all be alike)."""
     columns = tuple(c.name for c in (dataset.serving_columns if serving else dataset.columns))
-    batch = read_first_rows(split_dir, list_batch_schema(dataset, columns), rows)
+    schema = list_batch_schema(dataset, columns)
+    batch = read_first_rows(split_dir, schema, max(rows, spread_over or 0))
+    if spread_over and batch.num_rows > rows:
+        picked = np.linspace(0, batch.num_rows - 1, rows).round().astype(np.int64)
+        batch = batch.take(pa.array(picked))
     examples = RecordBatchToExamplesEncoder().encode(batch)
     return examples, batch.to_pylist()
 
@@ -48,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with exit_on_usage_error():
         dataset = dataset_from_args(args)
-    examples, records = raw_examples(dataset, args.split_dir, args.rows)
+    examples, records = raw_examples(dataset, args.split_dir, args.rows, spread_over=1000)
     outputs = predict_examples(args.export_dir, examples)
     predictions = [
         {**answer, "request": _printable(record)}

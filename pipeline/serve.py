@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+
+from pipeline import console
+
+if __name__ == "__main__":  # quiet before TensorFlow loads (--verbose shows it all)
+    console.silence(verbose="--verbose" in sys.argv)
 
 import uvicorn
 
@@ -50,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-log-sample", type=float, default=0.1)
     parser.add_argument("--request-log-flush-seconds", type=float, default=10.0)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's start-up output and warnings"
+    )
     return parser
 
 

@@ -161,7 +161,7 @@ def _fit(
                 restore_best_weights=True,
             ),
             tf_keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False),
-            *console.training_callbacks(),  # progress lines under pipeline.run
+            *console.training_callbacks(config.train_steps),  # progress lines under pipeline.run
         ],
         verbose=0,
     )

@@ -7,6 +7,11 @@ exactly that package's public API, so the two lists cannot drift apart.
 
 import sys
 
+from pipeline import console
+
+if __name__ == "__main__":  # quiet before TensorFlow and TFDV load (--verbose shows it all)
+    console.silence(verbose="--verbose" in sys.argv)
+
 from pipeline import validation
 from pipeline.validation import *  # noqa: F403  (the stage's API under its short name)
 from pipeline.validation.cli import main

@@ -193,6 +193,24 @@ def test_the_new_table_is_served_by_its_own_name(orders_run, orders_root):
         server.wait(timeout=30)
 
 
+def test_a_dataset_without_a_schema_stops_at_validation_saying_where_to_put_one(
+    orders_root, tmp_path
+):
+    root = tmp_path / "datasets"
+    (root / "orders").mkdir(parents=True)
+    for name in ("definition.py", "orders.csv"):
+        (root / "orders" / name).write_bytes((orders_root / "orders" / name).read_bytes())
+    completed = _pipeline(
+        ["pipeline.run", "--dataset", "orders", "--run-id", "x", "--stages",
+         "data,warehouse,validation"],
+        tmp_path,
+        root,
+    )  # fmt: skip
+    assert completed.returncode == 3, completed.stderr[-3000:]  # a verdict, not a crash
+    assert f"looked for {root / 'orders' / 'schema.pbtxt'} and" in completed.stderr
+    assert "pipeline.validate infer --dataset orders" in completed.stderr
+
+
 def test_an_unknown_dataset_is_a_usage_error_before_anything_is_written(tmp_path):
     completed = _pipeline(["pipeline.run", "--dataset", "nope", "--run-id", "x"], tmp_path)
     assert completed.returncode == EXIT_USAGE

@@ -189,6 +189,12 @@ def test_null_tokens_and_iso_timestamps_in_a_declared_zone(tmp_path):
     assert rows[2][1] == 1000.0 and rows[2][3] is None
 
 
+def test_a_timestamp_format_given_as_text_means_the_same_and_a_wrong_one_is_refused():
+    assert CsvFormat(timestamps="iso8601").timestamps is TimestampFormat.ISO8601
+    with pytest.raises(ValueError, match="'iso'"):
+        CsvFormat(timestamps="iso")
+
+
 def test_unreadable_rows_are_kept_aside_with_line_column_and_reason(tmp_path):
     fmt = CsvFormat(timestamps=TimestampFormat.ISO8601)
     text = (
@@ -234,9 +240,13 @@ def test_rejected_rows_or_a_wrong_row_count_fail_the_load_and_keep_no_warehouse(
     folder = tmp_path / "orders"
     folder.mkdir()
     bad = _orders_dataset(folder, "id,amount,name,at\n1,x,a,1\n2,3.0,b,2\n", rows=None)
-    with pytest.raises(data.LoadError, match="1 rejected"):
+    with pytest.raises(data.LoadError, match="1 rejected") as error:
         data.ensure_warehouse(bad, tmp_path / "data")
     assert not data.warehouse_path(bad, tmp_path / "data").exists()
+    # The rejected rows are kept beside where the warehouse would be, and the first named.
+    kept = data.warehouse_path(bad, tmp_path / "data").with_name("rejected-shop.orders.csv")
+    assert f"all kept in {kept}" in str(error.value) and "line 2, column amount" in str(error.value)
+    assert "1,x,a,1" in kept.read_text()
     short = _orders_dataset(folder, "id,amount,name,at\n2,3.0,b,2\n", rows=2)
     with pytest.raises(data.LoadError, match=r"loaded 1 rows .*\(expected 2\)"):
         data.ensure_warehouse(short, tmp_path / "data")

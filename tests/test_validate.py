@@ -323,6 +323,47 @@ def test_cli_infer_prints_difference(split_patterns, capsys):
     assert "trip_seconds: type: INT -> BYTES" in out
 
 
+def test_cli_infer_proposes_a_schema_shaped_like_the_reviewed_ones(split_patterns, tmp_path):
+    """The candidate has the environments, keeps what a request cannot carry out of SERVING and
+    leaves out the label the warehouse computes; with no reviewed schema yet it says so."""
+    train = split_patterns["train"]
+    candidate_path = tmp_path / "candidate.pbtxt"
+    empty = tmp_path / "no-schemas"
+    empty.mkdir()
+    args = ["infer", "--input", train, "--output", str(candidate_path), "--schemas-dir", str(empty)]
+    completed = _cli_process(*args)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "no reviewed schema at" in completed.stdout and "agrees" not in completed.stdout
+    from tensorflow_data_validation import load_schema_text
+
+    candidate = load_schema_text(str(candidate_path))
+    assert list(candidate.default_environment) == ["TRAINING", "SERVING"]
+    features = {f.name: f for f in candidate.feature}
+    assert "big_tipper" not in features
+    assert list(features["tips"].not_in_environment) == ["SERVING"]
+    assert not features["fare"].not_in_environment
+
+
+def test_cli_infer_refuses_a_csv_naming_what_it_reads(tmp_path):
+    csv = tmp_path / "trips.csv"
+    csv.write_text("fare,tips\n1.0,0.1\n")
+    completed = _cli_process("infer", "--input", str(csv))
+    assert completed.returncode == 2
+    assert "matches no Parquet split files" in completed.stderr
+    assert "python -m pipeline.warehouse --dataset taxi" in completed.stderr
+
+
+def _cli_process(*args: str):
+    import subprocess
+
+    from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+
+    return subprocess.run(
+        [PYTHON, "-m", "pipeline.validate", *args],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env(), check=False,
+    )  # fmt: skip
+
+
 def test_statistics_file_is_published_whole(stats, split_patterns, tmp_path):
     output = tmp_path / "stats" / "serving.pb"
     compute_statistics(split_patterns["serving"], output)

@@ -76,14 +76,35 @@ def ensure_warehouse(definition: DatasetDefinition, data_dir: Path) -> Path:
     for table, counts in report.items():
         expected = files[table].rows
         if counts["rejected"] or (expected is not None and counts["rows"] != expected):
+            kept, first = keep_rejected_rows(db_path, table)
             db_path.unlink(missing_ok=True)
             raise LoadError(
                 f"{paths[table]}: loaded {counts['rows']} rows into {table}"
                 + (f" (expected {expected})" if expected is not None else "")
-                + f", {counts['rejected']} rejected (see {table}__rejected when kept)"
+                + f", {counts['rejected']} rejected"
+                + (f" (all kept in {kept}; the first: {'; '.join(first)})" if kept else "")
             )
     write_sidecar(db_path, {**wanted, "tables": report})
     return db_path
+
+
+def keep_rejected_rows(db_path: Path, table: str) -> tuple[Path | None, list[str]]:
+    """Copy a failed load's rejected rows beside the warehouse file (which is then removed):
+    ``rejected-<table>.csv`` with line, column, reason and the row; the first three described."""
+    import duckdb
+
+    from pipeline.data.load import rejected_table, sql_string
+
+    target = db_path.with_name(f"rejected-{table}.csv")
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        rejects = rejected_table(table).duckdb_sql()
+        rows = connection.execute(
+            f"SELECT line, column_name, error FROM {rejects} LIMIT 3"
+        ).fetchall()
+        if not rows:
+            return None, []
+        connection.execute(f"COPY {rejects} TO {sql_string(str(target))} (HEADER, DELIMITER ',')")
+    return target, [f"line {line}, column {column}: {error}" for line, column, error in rows]
 
 
 def build_synthetic_warehouse(

@@ -109,7 +109,8 @@ def get_dataset(name: str | None = None) -> DatasetDefinition:
     if name not in found:
         raise UnknownDataset(
             f"unknown dataset {name!r}; known: {', '.join(sorted(found)) or 'none'} "
-            f"(dataset folders are searched in {', '.join(map(str, dataset_roots()))})"
+            f"(dataset folders are searched in {', '.join(map(str, dataset_roots()))}; add "
+            f"directories with ${DATASET_PATH_ENV})"
         )
     return found[name]
 

@@ -28,6 +28,11 @@ class CsvFormat:
     timezone: str = "UTC"  # zone of ISO timestamps written without an offset
     delimiter: str = ","
 
+    def __post_init__(self) -> None:
+        # "iso8601" works as well as TimestampFormat.ISO8601; anything else is refused here.
+        object.__setattr__(self, "timestamps", TimestampFormat(self.timestamps))
+        object.__setattr__(self, "null_tokens", tuple(self.null_tokens))
+
 
 @dataclasses.dataclass(frozen=True)
 class ParquetFormat:

@@ -37,10 +37,11 @@ def _split_dir_connection(definition: DatasetDefinition, split_dir: Path):
         raise FileNotFoundError(f"no Parquet files in {split_dir}")
     connection = duckdb.connect()
     fingerprint.register_duckdb(connection)
-    for statement in duckdb_create_table_sql(definition):
+    table, columns = definition.table, definition.columns
+    for statement in duckdb_create_table_sql(table, columns):
         connection.execute(statement)
     source = "read_parquet([" + ", ".join(_literal(str(f)) for f in files) + "])"
-    connection.execute(duckdb_insert_select_sql(definition, source))
+    connection.execute(duckdb_insert_select_sql(table, columns, source))
     return connection
 
 

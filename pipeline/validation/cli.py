@@ -95,8 +95,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--report", help="write the report as JSON here")
     _add_schema_args(check)
 
-    infer = commands.add_parser("infer", help="show how re-inferring the schema would change it")
-    infer.add_argument("--input", required=True, help="file pattern of new data")
+    infer = commands.add_parser(
+        "infer",
+        help="propose a schema from split files; show how it differs from the reviewed one",
+    )
+    infer.add_argument(
+        "--input",
+        required=True,
+        help="Parquet split files, e.g. 'SPLITS/train/*.parquet' from `python -m "
+        "pipeline.warehouse --dataset NAME --output SPLITS` (not the source CSV)",
+    )
     infer.add_argument("--output", type=Path, help="also write the candidate schema (pbtxt)")
     infer.add_argument("--stats-output", type=Path, help="keep the statistics here")
     _add_schema_args(infer)
@@ -129,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("--title", default="Serving log validation")
     logs.add_argument("--severity-config", type=Path, help="JSON severity rules")
     _add_schema_args(logs)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--verbose", action="store_true", help="show TensorFlow's and TFDV's start-up output"
+        )
     return parser
 
 
@@ -173,24 +185,48 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_infer(args: argparse.Namespace, beam_args: list[str]) -> int:
+    dataset = dataset_from_args(args)
+    if not _looks_like_parquet(args.input):
+        print(
+            f"error: --input {args.input!r} matches no Parquet split files; infer reads split "
+            f"files, e.g. from `python -m pipeline.warehouse --dataset {dataset.name} --output "
+            "SPLITS` (then --input 'SPLITS/train/*.parquet'), not the source file",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = args.stats_output or Path(tmp) / "stats.pb"
-        stats = compute_statistics(args.input, stats_path, beam_args)
-    candidate = infer_candidate_schema(stats)
+        stats = compute_statistics(args.input, stats_path, beam_args, exclude=(dataset.label.name,))
+    candidate = infer_candidate_schema(stats, dataset)
+    committed = schema_path(dataset, args.schemas_dir)
+    existed = committed.is_file()
+    changes = (
+        diff_schemas(load_schema(dataset, args.schemas_dir), candidate, stats) if existed else []
+    )
     if args.output:
         tfdv.write_schema_text(candidate, str(args.output))
-    committed = schema_path(dataset_from_args(args), args.schemas_dir)
-    if not committed.is_file():
-        print(f"no committed schema at {committed}; nothing to compare with")
-        return 0
-    changes = diff_schemas(load_schema(dataset_from_args(args), args.schemas_dir), candidate, stats)
-    if not changes:
+        print(f"wrote the candidate schema to {args.output}: review it (presence, ranges, domains)")
+    if not existed:
+        print(f"no reviewed schema at {committed} yet; nothing to compare with")
+    elif not changes:
         print(f"the new data agrees with {committed}")
     else:
         print(f"{len(changes)} differences from {committed} (review before editing it):")
         for change in changes:
             print(f"  {change}")
     return 0
+
+
+def _looks_like_parquet(pattern: str) -> bool:
+    """Every file the pattern matches starts with Parquet's magic bytes (and there is one)."""
+    paths = storage.glob(pattern)
+    if not paths:
+        return False
+    for path in paths[:20]:
+        with storage.open_read(path) as handle:
+            if handle.read(4) != b"PAR1":
+                return False
+    return True
 
 
 def _run_report(args: argparse.Namespace) -> int:

@@ -19,8 +19,10 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from pipeline.definition import DatasetDefinition
 from pipeline.validation.stats import feature_stats
+from pipeline.verdicts import Verdict
 
 SCHEMA_FILE = "schema.pbtxt"
+TRAINING, SERVING = "TRAINING", "SERVING"
 _MAX_LISTED_VALUES = 10
 
 
@@ -41,18 +43,50 @@ def load_schema(dataset: DatasetDefinition, schemas_dir: Path | None = None) -> 
     """Read the committed schema (independent of the working directory)."""
     path = schema_path(dataset, schemas_dir)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"no committed schema for dataset {dataset.name!r} at {path} "
-            "(propose one with `python -m pipeline.validate infer`)"
-        )
+        raise MissingSchema(dataset, path)
     return tfdv.load_schema_text(str(path))
+
+
+class MissingSchema(Verdict, FileNotFoundError):
+    """No reviewed schema for a dataset: a run cannot validate without one (retrying will not
+    help), so it is a verdict; the message says where a schema may live and how to propose one.
+    """
+
+    def __init__(self, dataset: DatasetDefinition, path: Path):
+        places = [str(path)]
+        if dataset.folder is not None and Path(dataset.folder) / SCHEMA_FILE != path:
+            places.insert(0, str(Path(dataset.folder) / SCHEMA_FILE))
+        super().__init__(
+            f"no reviewed schema for dataset {dataset.name!r} (looked for "
+            f"{' and '.join(places)}). Propose one from split files, e.g. `python -m "
+            f"pipeline.warehouse --dataset {dataset.name} --output SPLITS` then `python -m "
+            f"pipeline.validate infer --dataset {dataset.name} --input 'SPLITS/train/*.parquet' "
+            f"--output {places[0]}`, and review it"
+        )
 
 
 def infer_candidate_schema(
     stats: statistics_pb2.DatasetFeatureStatisticsList,
+    dataset: DatasetDefinition | None = None,
 ) -> schema_pb2.Schema:
-    """Schema TFDV would infer from ``stats`` (a proposal for review, never used to validate)."""
-    return tfdv.infer_schema(stats, infer_feature_shape=True)
+    """Schema TFDV would infer from ``stats`` (a proposal for review, never used to validate).
+
+    With ``dataset`` the candidate is shaped like the contracts the pipeline checks: the
+    TRAINING and SERVING environments, the columns a request cannot carry (the label's sources,
+    ``unknown_at_serving``) left out of SERVING, and the label (which the warehouse computes and
+    validation leaves out) not in it.
+    """
+    candidate = tfdv.infer_schema(stats, infer_feature_shape=True)
+    if dataset is None:
+        return candidate
+    kept = [f for f in candidate.feature if f.name != dataset.label.name]
+    del candidate.feature[:]
+    candidate.feature.extend(kept)
+    candidate.default_environment[:] = [TRAINING, SERVING]
+    for feature in candidate.feature:
+        if feature.name in dataset.unknown_at_serving and SERVING not in feature.not_in_environment:
+            feature.not_in_environment.append(SERVING)
+    return candidate
 
 
 @dataclasses.dataclass(frozen=True)
