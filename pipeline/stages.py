@@ -109,7 +109,7 @@ def record_artifacts(ctx: RunContext, record: dict, artifacts: dict[str, str]) -
     digests = {}
     for name, location in artifacts.items():
         digest = (
-            storage.tree_digest(location) if storage.isdir(location) else storage.sha256(location)
+            storage.sha256(location) if storage.isfile(location) else storage.tree_digest(location)
         )
         digests[name] = {"path": str(location), "sha256": digest}
     record["artifacts"] = digests
