@@ -65,10 +65,14 @@ AIRFLOW_VENV := .venv-airflow
 AIRFLOW := $(AIRFLOW_VENV)/bin/airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW_HOME_DIR := $(CURDIR)/.airflow
-DAG_ID ?= taxi_pipeline
+# One DAG, ml_pipeline (its `dataset` setting picks the dataset), or one DAG ml_pipeline_<name>
+# per dataset with DATASETS=<name>,<name> (the DAG file reads ML_PIPELINE_DATASETS).
+DATASETS ?=
+DAG_ID ?= ml_pipeline
 # Logical date of the run for airflow-dag-test; the run processes the day before it.
 DATE ?= $(shell date -u +%Y-%m-%d)
 DAG_CONF ?= {}
+AIRFLOW_RUN_ENV = AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) $(if $(DATASETS),ML_PIPELINE_DATASETS=$(DATASETS))
 
 airflow-setup: $(AIRFLOW_STAMP)
 
@@ -90,9 +94,11 @@ airflow-lock: $(AIRFLOW_STAMP)
 	mv requirements/airflow.lock.new requirements/airflow.lock
 
 # One real DAG run of the local target: make airflow-dag-test DATE=2024-01-02 DAG_CONF='{...}'
+# (another dataset: DAG_CONF='{"dataset": "<name>", ...}', or DATASETS=<name>
+# DAG_ID=ml_pipeline_<name>)
 airflow-dag-test: setup airflow-setup
-	AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) $(AIRFLOW) dags test $(DAG_ID) $(DATE) -c '$(DAG_CONF)'
+	$(AIRFLOW_RUN_ENV) $(AIRFLOW) dags test $(DAG_ID) $(DATE) -c '$(DAG_CONF)'
 
 # Scheduler, DAG processor, API server and UI on http://localhost:8080 (login in the output).
 airflow-standalone: setup airflow-setup
-	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) $(AIRFLOW) standalone
+	PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH $(AIRFLOW_RUN_ENV) $(AIRFLOW) standalone
