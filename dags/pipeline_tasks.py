@@ -80,7 +80,7 @@ SKIP_EXIT_CODE = 99
 # verdicts fail the task at once; anything else (1: a crash) is retried.
 USAGE_EXIT_CODE = 2
 VERDICT_EXIT_CODE = 3
-NO_REQUEST_LOGS_EXIT_CODE = 4  # pipeline.validate serving-logs only: becomes a skip
+NO_REQUEST_LOGS_EXIT_CODE = 4  # pipeline.validation serving-logs only: becomes a skip
 # pipeline.run's status when a portable runner's process died after its job finished (see
 # pipeline/run.py EXIT_RUNNER_ABORTED): a blind retry could hide a broken worker environment.
 RUNNER_ABORTED_EXIT_CODE = 4
@@ -93,7 +93,7 @@ PIPELINE_VERDICT_EXIT_CODES: dict[int, str] = {
     "outputs; nothing was published: read the runner's log before clearing the task",
 }
 SKEW_CHECK_VERDICT_EXIT_CODES: dict[int, str] = {
-    USAGE_EXIT_CODE: "pipeline.validate rejected its command line (usage error, e.g. an unknown "
+    USAGE_EXIT_CODE: "pipeline.validation rejected its command line (usage error, e.g. an unknown "
     "dataset)",
     VERDICT_EXIT_CODE: "blocking anomalies in the serving logs (listed above)",
 }
@@ -426,7 +426,7 @@ def skew_check_command(settings: Mapping[str, Any], interval: Mapping[str, str])
     directory = run_dir(settings, interval)
     command = _join(
         [
-            settings["python"], "-m", "pipeline.validate", "serving-logs",
+            settings["python"], "-m", "pipeline.validation", "serving-logs",
             *dataset_args(settings),
             "--logs", logs,
             "--train-stats", f"{directory}/statistics/train.pb",
@@ -554,7 +554,7 @@ class PipelineStageOperator(VerdictAwareBashOperator):
 
 
 class SkewCheckOperator(VerdictAwareBashOperator):
-    """Runs the serving-log skew check (``python -m pipeline.validate serving-logs``)."""
+    """Runs the serving-log skew check (``python -m pipeline.validation serving-logs``)."""
 
     verdict_exit_codes = SKEW_CHECK_VERDICT_EXIT_CODES
 

@@ -1,4 +1,4 @@
-"""Taxi preprocessing pipeline: warehouse split, validation, transform, train, export, serve.
+"""Preprocessing pipeline: warehouse split, validation, transform, train, export, serve.
 
 Submodules import TensorFlow lazily where they can, so light entry points (the warehouse CLI, DAG
 parsing) stay fast.

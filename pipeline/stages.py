@@ -167,13 +167,13 @@ def stage_warehouse(ctx: RunContext, record: dict) -> None:
 
 def stage_validation(ctx: RunContext, record: dict) -> None:
     """TFDV statistics of every split, checked against the committed schema; blocking stops."""
-    from pipeline import validate
+    from pipeline import validation
     from pipeline.validation.report import write_html
 
     stats_dir = storage.join(ctx.run_dir, STATISTICS_DIR)
-    schema = validate.load_schema(ctx.dataset)
+    schema = validation.load_schema(ctx.dataset)
     stats = {
-        name: validate.compute_statistics(
+        name: validation.compute_statistics(
             f"{path}/*.parquet",
             storage.join(stats_dir, f"{name}.pb"),
             ctx.beam_args,
@@ -181,7 +181,7 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
         )
         for name, path in ctx.split_dirs().items()
     }
-    reports = validate.validate_splits(stats, schema)
+    reports = validation.validate_splits(stats, schema)
     html = write_html(
         storage.join(stats_dir, "report.html"),
         stats,
@@ -190,7 +190,7 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
     )
     record["reports"] = {name: r.to_manifest() for name, r in reports.items()}
     record["report_html"] = str(html)
-    ctx.manifest["schema_sha256"] = storage.sha256(validate.schema_path(ctx.dataset))
+    ctx.manifest["schema_sha256"] = storage.sha256(validation.schema_path(ctx.dataset))
     files = {f"statistics/{name}": storage.join(stats_dir, f"{name}.pb") for name in stats}
     record_artifacts(ctx, record, {**files, "statistics/report.html": str(html)})
     ctx.manifest["anomalies"] = [
@@ -199,7 +199,7 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
         for anomaly in report["anomalies"]
     ]
     for report in reports.values():
-        validate.check(report)
+        validation.check(report)
 
 
 def stage_transform(ctx: RunContext, record: dict) -> None:

@@ -208,7 +208,7 @@ def test_a_dataset_without_a_schema_stops_at_validation_saying_where_to_put_one(
     )  # fmt: skip
     assert completed.returncode == 3, completed.stderr[-3000:]  # a verdict, not a crash
     assert f"looked for {root / 'orders' / 'schema.pbtxt'} and" in completed.stderr
-    assert "pipeline.validate infer --dataset orders" in completed.stderr
+    assert "pipeline.validation infer --dataset orders" in completed.stderr
 
 
 def test_an_unknown_dataset_is_a_usage_error_before_anything_is_written(tmp_path):

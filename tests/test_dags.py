@@ -441,7 +441,8 @@ def test_the_dataset_setting_reaches_every_command(inspected):
         ) in command
         assert f"--models-dir {REPO_ROOT / 'models'} " in command
     skew = tasks["serving_log_skew_check"]["bash_command"]
-    assert " -m pipeline.validate serving-logs --dataset flights --logs /srv/request-logs " in skew
+    logs = "--logs /srv/request-logs "
+    assert f" -m pipeline.validation serving-logs --dataset flights {logs}" in skew
     assert f"--train-stats {REPO_ROOT / 'runs'}/flights-20240305/statistics/train.pb" in skew
     # From the shared Variable too; the params still override the rest.
     for task in _case(inspected, "flights_by_variable")["tasks"].values():
@@ -513,7 +514,7 @@ def test_gcp_ships_a_prebuilt_wheel_and_checks_gcs_request_logs(inspected):
     # (named after the run id) cannot collide in the shared bq_dataset.
     assert "--dataset flights --run-id flights-20240305 " in transform
     skew = tasks["serving_log_skew_check"]["bash_command"]
-    assert f"-m pipeline.validate serving-logs --dataset flights --logs {logs} " in skew
+    assert f"-m pipeline.validation serving-logs --dataset flights --logs {logs} " in skew
     assert "--train-stats gs://ml-artifacts/runs/flights-20240305/statistics/train.pb" in skew
     assert "--runner DataflowRunner" in skew
 
@@ -702,14 +703,15 @@ def test_skew_check_blocking_anomalies_fail_without_retry(task_runs):
     state, log = task_runs["skew_blocking"]
     assert state == "failed"  # not up_for_retry, although the task has retries=2
     assert "AirflowFailException: exit status 3: blocking anomalies in the serving logs" in log
-    assert "stub called with: -m pipeline.validate serving-logs --logs" in log
+    assert "stub called with: -m pipeline.validation serving-logs --logs" in log
     assert "fare [skew] COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH" in log  # the list is in the log
 
 
 def test_skew_check_usage_error_fails_without_retry(task_runs):
     state, log = task_runs["skew_usage"]
     assert state == "failed"
-    assert "AirflowFailException: exit status 2: pipeline.validate rejected its command line" in log
+    rejected = "exit status 2: pipeline.validation rejected its command line"
+    assert f"AirflowFailException: {rejected}" in log
 
 
 def test_skew_check_crash_is_retried(task_runs):

@@ -23,18 +23,18 @@ from validation_data import (
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.datasets import get_dataset
-from pipeline.validate import (
+from pipeline.validation import (
     Check,
     Severity,
     ValidationFailed,
     check,
     check_serving_logs,
+    cli,
     compute_statistics,
     load_schema,
     load_statistics,
     main,
 )
-from pipeline.validation import cli
 from pipeline.validation.cli import (
     EXIT_BLOCKING_ANOMALIES,
     EXIT_CRASH,
@@ -185,7 +185,7 @@ def test_cli_serving_logs(data, tmp_path, capsys):
 
 def _validate_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PYTHON, "-m", "pipeline.validate", *args],
+        [PYTHON, "-m", "pipeline.validation", *args],
         cwd=REPO_ROOT,
         env=subprocess_env(),
         capture_output=True,

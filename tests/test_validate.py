@@ -21,7 +21,7 @@ from validation_data import find_sample, read_sample, split_file_schema, write_s
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.datasets import get_dataset
 from pipeline.definition import ColumnType
-from pipeline.validate import (
+from pipeline.validation import (
     Check,
     Severity,
     SeverityConfig,
@@ -359,7 +359,7 @@ def _cli_process(*args: str):
     from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
     return subprocess.run(
-        [PYTHON, "-m", "pipeline.validate", *args],
+        [PYTHON, "-m", "pipeline.validation", *args],
         capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env(), check=False,
     )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Validation stage: TFDV statistics on Beam, schema checks, training/serving skew and drift.
 
-Public API (also re-exported by :mod:`pipeline.validate`)::
+Public API (also re-exported by :mod:`pipeline.validation`)::
 
     stats = compute_statistics("splits/train/part-*.parquet", Path("stats/train.pb"))
     report = validate_statistics(stats, load_schema(get_dataset(name)), "TRAINING",

@@ -1,4 +1,4 @@
-"""``python -m pipeline.validate``: statistics, checks and schema review from the shell.
+"""``python -m pipeline.validation``: statistics, checks and schema review from the shell.
 
     stats --input 'runs/<id>/splits/train/part-*.parquet' --output runs/<id>/stats/train.pb
     check --stats eval.pb --environment TRAINING [--previous-stats train.pb]
@@ -71,7 +71,7 @@ EXIT_STATUS_HELP = """exit status:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.validate",
+        prog="python -m pipeline.validation",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

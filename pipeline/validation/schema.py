@@ -60,7 +60,7 @@ class MissingSchema(Verdict, FileNotFoundError):
             f"no reviewed schema for dataset {dataset.name!r} (looked for "
             f"{' and '.join(places)}). Propose one from split files, e.g. `python -m "
             f"pipeline.warehouse --dataset {dataset.name} --output SPLITS` then `python -m "
-            f"pipeline.validate infer --dataset {dataset.name} --input 'SPLITS/train/*.parquet' "
+            f"pipeline.validation infer --dataset {dataset.name} --input 'SPLITS/train/*.parquet' "
             f"--output {places[0]}`, and review it"
         )
 

@@ -2,7 +2,7 @@
 
     python -m pipeline.warehouse --dataset NAME --output runs/x/splits
     python -m pipeline.warehouse --dataset NAME --output out --split 70,15,15 \
-        --stratify-by big_tipper --oversample-target 0.5 --start 2014-01-01 --end 2016-01-01
+        --stratify-by LABEL --oversample-target 0.5 --start 2014-01-01 --end 2016-01-01
     python -m pipeline.warehouse --engine bigquery --project my-proj --destination-dataset work \
         --output gs://bucket/splits --dry-run
 
