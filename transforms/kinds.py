@@ -342,12 +342,12 @@ class MultiHot(Vocabulary):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Hash(Kind):
-    """Categorical id: FarmHash of the value mod ``hash_buckets`` (no analysis; unseen values
-    get an id too, at the price of collisions)."""
+class _FixedIds(Kind):
+    """Categorical kinds whose id range the parameters fix: instance-level, no analysis pass."""
 
-    hash_buckets: int
     categorical: ClassVar[bool] = True
+    size_param: ClassVar[str] = "hash_buckets"  # the parameter that is the id range
+    minimum_size: ClassVar[int] = 2
 
     @property
     def analysis_passes(self) -> int:
@@ -355,10 +355,20 @@ class Hash(Kind):
 
     @property
     def num_categories(self) -> int:
-        return self.hash_buckets
+        return getattr(self, self.size_param)
 
     def problems(self) -> list[str]:
-        return [] if self.hash_buckets >= 2 else ["hash_buckets must be >= 2"]
+        if self.num_categories >= self.minimum_size:
+            return []
+        return [f"{self.size_param} must be >= {self.minimum_size}"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Hash(_FixedIds):
+    """Categorical id: FarmHash of the value mod ``hash_buckets`` (no analysis; unseen values
+    get an id too, at the price of collisions)."""
+
+    hash_buckets: int
 
     def apply(self, feature_name, columns):
         (column,) = columns
@@ -366,23 +376,13 @@ class Hash(Kind):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Identity(Kind):
+class Identity(_FixedIds):
     """Categorical id: an integer already in ``[0, num_buckets)`` (clipped into it)."""
 
     num_buckets: int
-    categorical: ClassVar[bool] = True
+    size_param: ClassVar[str] = "num_buckets"
+    minimum_size: ClassVar[int] = 1
     input_types: ClassVar[frozenset[str] | None] = frozenset({"INT64"})
-
-    @property
-    def analysis_passes(self) -> int:
-        return 0
-
-    @property
-    def num_categories(self) -> int:
-        return self.num_buckets
-
-    def problems(self) -> list[str]:
-        return [] if self.num_buckets >= 1 else ["num_buckets must be >= 1"]
 
     def apply(self, feature_name, columns):
         (column,) = columns
@@ -390,25 +390,13 @@ class Identity(Kind):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Cross(Kind):
+class Cross(_FixedIds):
     """Categorical id: hashed combination of several columns of any types (each input missing
     takes its own default: the feature's per-input default or its type's)."""
 
     hash_buckets: int
-    categorical: ClassVar[bool] = True
     min_inputs: ClassVar[int] = 2
     max_inputs: ClassVar[int | None] = None
-
-    @property
-    def analysis_passes(self) -> int:
-        return 0
-
-    @property
-    def num_categories(self) -> int:
-        return self.hash_buckets
-
-    def problems(self) -> list[str]:
-        return [] if self.hash_buckets >= 2 else ["hash_buckets must be >= 2"]
 
     def apply(self, feature_name, columns):
         return _blocks().hashed_cross([_dense(c) for c in columns], self.hash_buckets)
