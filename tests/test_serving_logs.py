@@ -33,7 +33,6 @@ from pipeline.validation import (
     compute_statistics,
     load_schema,
     load_statistics,
-    main,
 )
 from pipeline.validation.cli import (
     EXIT_BLOCKING_ANOMALIES,
@@ -41,6 +40,7 @@ from pipeline.validation.cli import (
     EXIT_NO_REQUEST_LOGS,
     EXIT_STATUS_HELP,
     EXIT_USAGE,
+    main,
 )
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 

@@ -30,10 +30,10 @@ from pipeline.validation import (
     compute_statistics,
     load_schema,
     load_statistics,
-    main,
     validate_splits,
     validate_statistics,
 )
+from pipeline.validation.cli import main
 from pipeline.validation.comparators import quantile_bin_jsd
 
 TAXI = get_dataset("taxi")
