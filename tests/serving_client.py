@@ -114,3 +114,52 @@ def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> Any:
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+TOY_LABELS = ("low", "mid", "high")
+
+
+def _toy_model():
+    """``predictions = fare / 2 + 3`` (TF Serving's half_plus_three), three class scores and a
+    ``log_fare`` that is -inf for a zero fare; a missing fare reads as 1."""
+    import tensorflow as tf
+
+    class Toy(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            spec = {"fare": tf.io.FixedLenFeature([], tf.float32, default_value=1.0)}
+            fare = tf.io.parse_example(examples, spec)["fare"]
+            logits = tf.stack([fare, 2.0 * fare, 3.0 * fare], axis=1)
+            return {
+                "predictions": 0.5 * fare + 3.0,
+                "probabilities": tf.nn.softmax(logits),
+                "log_fare": tf.math.log(fare),
+            }
+
+    return Toy()
+
+
+def write_toy_export(base: Path) -> Path:
+    """``base/1``: a SavedModel with regression and multi-class signatures (real TensorFlow),
+    quick to save and load."""
+    import tensorflow as tf
+
+    from pipeline.export import (
+        CLASSIFICATION_SIGNATURE,
+        HEAD_MULTI_CLASS,
+        HEAD_REGRESSION,
+        SERVING_SIGNATURE,
+        head_signatures,
+        set_signature_methods,
+    )
+
+    toy = _toy_model()
+    serving = toy.serve.get_concrete_function()
+    regression, regress_method = head_signatures(HEAD_REGRESSION, serving)
+    classification, classify_method = head_signatures(HEAD_MULTI_CLASS, serving, TOY_LABELS)
+    signatures = {SERVING_SIGNATURE: serving, **regression, **classification}
+    # The same classifier with tf.saved_model.save's method name, for the method-name check.
+    signatures["classification_as_predict"] = classification[CLASSIFICATION_SIGNATURE]
+    tf.saved_model.save(toy, str(base / "1"), signatures=signatures)
+    set_signature_methods(str(base / "1"), {**regress_method, **classify_method})
+    return base

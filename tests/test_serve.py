@@ -28,15 +28,11 @@ import tensorflow as tf
 from pipeline.export import (
     CLASSIFICATION_SIGNATURE,
     EXAMPLES_INPUT,
-    HEAD_MULTI_CLASS,
-    HEAD_REGRESSION,
     MISSING_VALUES,
     RAW_SIGNATURE,
     SERVING_SIGNATURE,
     TRANSFORM_SIGNATURE,
-    head_signatures,
     raw_instances,
-    set_signature_methods,
 )
 from pipeline.predict import raw_examples
 from pipeline.push import push
@@ -45,7 +41,14 @@ from pipeline.serving.examples import ExampleEncoder
 from pipeline.serving.models import ModelRegistry, load_version
 from pipeline.serving.protocol import dumps, output_json
 from pipeline.serving.service import ServingService
-from tests.serving_client import MODEL, Client, running_server, wait_for
+from tests.serving_client import (
+    MODEL,
+    TOY_LABELS,
+    Client,
+    running_server,
+    wait_for,
+    write_toy_export,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -102,39 +105,9 @@ def client(server_dirs) -> Iterator[Client]:
         yield running
 
 
-class _ToyModel(tf.Module):
-    """``predictions = fare / 2 + 3`` (TF Serving's half_plus_three), three class scores and a
-    ``log_fare`` that is -inf for a zero fare; a missing fare reads as 1."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
-    def serve(self, examples):
-        spec = {"fare": tf.io.FixedLenFeature([], tf.float32, default_value=1.0)}
-        fare = tf.io.parse_example(examples, spec)["fare"]
-        logits = tf.stack([fare, 2.0 * fare, 3.0 * fare], axis=1)
-        return {
-            "predictions": 0.5 * fare + 3.0,
-            "probabilities": tf.nn.softmax(logits),
-            "log_fare": tf.math.log(fare),
-        }
-
-
-TOY_LABELS = ("low", "mid", "high")
-
-
 @pytest.fixture(scope="module")
 def toy_base(tmp_path_factory) -> Path:
-    """A SavedModel with a regression and a multi-class classification signature (real TF)."""
-    base = tmp_path_factory.mktemp("toy") / "base"
-    toy = _ToyModel()
-    serving = toy.serve.get_concrete_function()
-    regression, regress_method = head_signatures(HEAD_REGRESSION, serving)
-    classification, classify_method = head_signatures(HEAD_MULTI_CLASS, serving, TOY_LABELS)
-    signatures = {SERVING_SIGNATURE: serving, **regression, **classification}
-    # The same classifier with tf.saved_model.save's method name, for the method-name check.
-    signatures["classification_as_predict"] = classification[CLASSIFICATION_SIGNATURE]
-    tf.saved_model.save(toy, str(base / "1"), signatures=signatures)
-    set_signature_methods(str(base / "1"), {**regress_method, **classify_method})
-    return base
+    return write_toy_export(tmp_path_factory.mktemp("toy") / "base")
 
 
 @pytest.fixture(scope="module")
