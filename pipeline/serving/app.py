@@ -18,6 +18,7 @@ thread and back costs. Larger ones run in worker threads, so the loop keeps serv
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -190,7 +191,11 @@ def _label(label: str | None) -> str | None:
 
 
 def _error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+    """``{"error": message}``; a message quoting a client's lone surrogate is escaped, not a 500."""
+    try:
+        return orjson.dumps({"error": message})
+    except TypeError:
+        return json.dumps({"error": message}).encode()
 
 
 def create_app(
