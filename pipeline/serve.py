@@ -109,7 +109,7 @@ def version_labels(values: list[str]) -> dict[str, int]:
 
 def build_service(args: argparse.Namespace) -> ServingService:
     """The service for parsed CLI arguments, with the newest version already loaded."""
-    registry = ModelRegistry(args.model_base, keep=args.keep_versions)
+    registry = ModelRegistry(args.model_base, keep=args.keep_versions, freeze_gc=True)
     registry.refresh()
     request_log = None
     if args.request_log is not None:

@@ -38,7 +38,7 @@ from pipeline.predict import raw_examples
 from pipeline.push import push
 from pipeline.serving.errors import BadRequest, NotFound
 from pipeline.serving.examples import ExampleEncoder
-from pipeline.serving.models import ModelRegistry, load_version
+from pipeline.serving.models import SINGLE_THREADED_EXECUTOR, ModelRegistry, load_version
 from pipeline.serving.protocol import dumps, output_json
 from pipeline.serving.service import ServingService
 from tests.serving_client import (
@@ -432,6 +432,9 @@ def test_bare_nan_tokens_parse_and_non_finite_values_are_refused(client):
     assert status == 400 and "instances[0].fare: NaN is not a value" in answer["error"]
     status, answer = client.post(PREDICT, b'{"instances": [{"fare": -Infinity, "trip_miles": 1}]}')
     assert status == 400 and "instances[0].fare" in answer["error"]
+    for token in (b"-Inf", b"Inf", b"-NaN"):  # RapidJSON's spellings
+        status, answer = client.post(PREDICT, b'{"instances": [{"fare": %s}]}' % token)
+        assert status == 400 and "instances[0].fare" in answer["error"], (token, answer)
 
 
 def test_bytes_outputs_are_b64_and_strings_text():
@@ -496,7 +499,10 @@ def test_malformed_b64_examples_are_a_400(client, instance, named):
     assert status == 400 and "instances[1]" in answer["error"] and named in answer["error"], answer
 
 
-@pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b"\xff\xfe", b"[" * 5000])
+NOT_JSON = [b"", b"{not json", b"[1, 2]", b"\xff\xfe", b"[" * 5000, b'{"instances": [{}]} more']
+
+
+@pytest.mark.parametrize("body", NOT_JSON)
 def test_non_json_bodies_are_a_400(client, body):
     status, answer = client.post(PREDICT, body)
     assert status == 400 and "JSON" in answer["error"], answer
@@ -642,10 +648,20 @@ def test_json_rows_serialize_exactly_as_protobuf_does(eval_rows, taxi):
     ]
     encoded = encoder.encode_rows([*rows, *extremes], "instances")
     reference = [_proto_example(r, encoder.types, False) for r in [*rows, *extremes]]
-    # float32 rounding is the one transformation: compare through protobuf's own round trip.
-    assert encoded == [
-        tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in reference
-    ]
+    assert encoded == reference
+    # One-row requests take a shortcut: the same bytes, and the same errors.
+    assert [encoder.encode_rows([r], "instances")[0] for r in [*rows, *extremes]] == encoded
+    for bad in (
+        {"fare": 1e300},
+        {"fare": math.nan},
+        {"company": "\ud800"},
+        {"trip_seconds": 2**63},
+    ):
+        with pytest.raises(BadRequest) as alone:
+            encoder.encode_rows([bad], "instances")
+        with pytest.raises(BadRequest) as batched:
+            encoder.encode_rows([bad, {}], "instances")
+        assert str(alone.value) == str(batched.value)
 
 
 def test_absent_and_empty_features_give_the_same_predictions(trained_export, eval_rows, taxi):
@@ -665,7 +681,9 @@ def test_absent_and_empty_features_give_the_same_predictions(trained_export, eva
             np.testing.assert_array_equal(by_absent[output].numpy(), by_empty[output].numpy())
 
 
-def test_flat_signature_call_equals_tensorflows_keyword_call(trained_export, eval_rows, taxi):
+def test_fast_signature_call_equals_tensorflows_own(trained_export, eval_rows, taxi):
+    """The server's flat call on the single-threaded executor gives exactly what TensorFlow's
+    keyword call on its default executor gives."""
     _, exported = trained_export
     examples, _, records = eval_rows
     model = load_version(Path(exported.export_dir), 1)
@@ -679,6 +697,7 @@ def test_flat_signature_call_equals_tensorflows_keyword_call(trained_export, eva
     for name, feed in feeds.items():
         signature = model.signatures[name]
         assert signature._flat is not None, name
+        assert signature.executor == SINGLE_THREADED_EXECUTOR, name
         fast = signature.run(feed)
         tensors = {k: tf.constant(v) for k, v in feed.items()}
         slow = {k: v.numpy() for k, v in signature.function(**tensors).items()}

@@ -15,7 +15,10 @@ deadlines.
   otherwise it gets a 408 and is closed;
 * a header size cap: more than ``max_header_bytes`` bytes without a complete head is a 431;
 * a connection cap: beyond ``max_connections`` open connections, a new one gets a 503 at once and
-  is closed, so stalled clients cannot exhaust file descriptors.
+  is closed, so stalled clients cannot exhaust file descriptors;
+* one ``send()`` per response: uvicorn writes a response's head and body separately, two
+  syscalls and two wake-ups of the client (about 0.1 ms of a 1 ms request), see
+  :class:`CoalescingTransport`.
 
 The body deadline is the app's (:mod:`pipeline.serving.app`), and the idle timeout is uvicorn's
 ``timeout_keep_alive``. The subclass reads one piece of uvicorn's state, ``self.cycle`` (the
@@ -71,7 +74,7 @@ def guarded_protocol(
                 log.warning("refused a connection: %d open", len(self.connections))
                 _reply_and_close(transport, 503, "too many open connections; retry later")
                 return
-            super().connection_made(transport)
+            super().connection_made(CoalescingTransport(transport, self.loop))
             self._arm_header_timer()
 
         def data_received(self, data: bytes) -> None:
@@ -120,6 +123,42 @@ def guarded_protocol(
             _reply_and_close(self.transport, status, message)
 
     return GuardedProtocol
+
+
+class CoalescingTransport:
+    """A transport whose writes in one event-loop step leave as one ``send()``.
+
+    The first write of a step schedules a flush for right after it (``call_soon``); the head
+    and body of a response, written in the same step, go out together. Closing flushes first.
+    Everything else is the wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
 
 
 def _reply_and_close(transport: asyncio.Transport, status: int, message: str) -> None:

@@ -155,6 +155,8 @@ class ExampleEncoder:
         positions = range(len(rows)) if positions is None else positions
         for position, row in zip(positions, rows, strict=True):
             self.check_names(row, f"{where}[{position}]")
+        if len(rows) == 1 and (example := self._encode_plain_row(rows[0])) is not None:
+            return [example]
         columns = {name: [row.get(name) for row in rows] for name in self.types}
         return self._encode(columns, len(rows), lambda name, i: f"{where}[{positions[i]}].{name}")
 
@@ -186,6 +188,34 @@ class ExampleEncoder:
             raise BadRequest(
                 f"{where}: unknown feature {name!r}; serving features: {', '.join(self.types)}"
             )
+
+    def _encode_plain_row(self, row: Mapping[str, Any]) -> bytes | None:
+        """The common one-row request, when every value is a plain valid scalar; else None.
+
+        It accepts only what :meth:`_encode` accepts and gives the same bytes (tested); anything
+        else (lists, b64, an invalid value) takes :meth:`_encode`, which names what is wrong.
+        Skipping the per-column checks saves about half of a row's encoding time.
+        """
+        entries = []
+        for name in self._order:
+            value = row.get(name)
+            if value is None:
+                continue
+            writer, kind, cls = self._writers[name], self.types[name], type(value)
+            if kind == "FLOAT64" and (cls is float or cls is int):
+                try:
+                    if not math.isfinite(value):
+                        return None
+                    entries.append(writer.entry(_FLOAT32.pack(value)))
+                except OverflowError:
+                    return None
+            elif kind == "INT64" and cls is int and INT64_MIN <= value <= INT64_MAX:
+                entries.append(writer.entry(value))
+            elif kind == "STRING" and cls is str and value.isascii():
+                entries.append(writer.entry(value.encode()))
+            else:
+                return None
+        return serialize_example(entries)
 
     def _encode(self, columns: Mapping[str, list], size: int, where: _Where) -> list[bytes]:
         if size == 0:
