@@ -16,6 +16,7 @@ are written as those tokens, not as ``null``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
@@ -156,8 +157,6 @@ def output_json(name: str, tensor: np.ndarray) -> Any:
     """A tensor as JSON-ready values: strings as text, or ``{"b64": ...}`` for ``*_bytes``."""
     if tensor.dtype != np.object_:
         return tensor
-    import base64
-
     if name.endswith(BYTES_SUFFIX):
         convert = lambda b: {"b64": base64.b64encode(b).decode()}  # noqa: E731
     else:
