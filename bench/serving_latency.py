@@ -1,13 +1,19 @@
-"""Single-request serving latency, in-process and over HTTP on loopback: p50 / p99 in ms.
+"""Serving latency in one run: the SavedModel signature call alone vs the in-process handler vs
+HTTP on loopback (p50 / p99), and throughput at concurrency 8, as ratios to the signature call.
 
     .venv/bin/python bench/serving_latency.py --model-base runs/LATEST/serving/taxi \\
-        [--split-dir runs/LATEST/splits/eval] [--requests 500]
+        [--split-dir runs/LATEST/splits/eval] [--requests 3000] [--rounds 6] \\
+        [--concurrency 8 --concurrent-seconds 10]
 
-In-process timings call the export's ``serving_default`` directly and the server's own handler
-code (:class:`ServingService`, JSON bytes in -> JSON out); HTTP timings start
-``python -m pipeline.serve`` on a free loopback port and send one-instance requests over one
-keep-alive connection. Every loop is bounded by ``--requests`` and ``--max-seconds``; the server
-is always terminated.
+Baselines: ``signature_call`` is TensorFlow's own keyword call of the export's
+``serving_default`` on one serialized example (what any Python client of the SavedModel pays),
+``signature_call_raw`` the same for ``serving_raw`` on one row of 17 prebuilt tensors. The
+handler timings run :class:`ServingService` (JSON bytes in, JSON bytes out) in this process; the
+HTTP timings start ``python -m pipeline.serve`` on a free loopback port and send one-row
+requests over one keep-alive ``http.client`` connection; the concurrency run keeps N such
+connections busy from N threads. Every variant is measured in ``--rounds`` interleaved slices,
+so load that drifts during the run (the machine is shared) hits baseline and HTTP alike; the
+load average is printed before and after. The server is always terminated.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,65 +67,69 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def timed(call: Callable[[], object], requests: int, max_seconds: float) -> dict[str, float]:
-    """Time ``call`` after a short warm-up, at most ``requests`` times or ``max_seconds``."""
-    for _ in range(min(20, requests)):
-        call()
-    samples: list[float] = []
-    deadline = time.monotonic() + max_seconds
-    while len(samples) < requests and time.monotonic() < deadline:
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return percentiles(samples)
-
-
-def sample_request(split_dir: Path | None) -> tuple[dict, bytes]:
-    """One raw row as JSON features and as a serialized example (the same row)."""
+def sample_row(split_dir: Path | None) -> dict:
+    if split_dir is None:
+        return SAMPLE_ROW
     from pipeline.datasets import get_dataset
+    from pipeline.predict import raw_examples
+
+    _, records = raw_examples(get_dataset(MODEL), split_dir, 1)
+    return {
+        k: (v[0].decode() if isinstance(v[0], bytes) else v[0]) for k, v in records[0].items() if v
+    }
+
+
+def requests_for(row: dict) -> dict[str, bytes]:
+    """The same row as a raw JSON instance, a b64 example and serving_raw named tensors."""
+    from pipeline.datasets import get_dataset
+    from pipeline.export import RAW_SIGNATURE, raw_instances
     from pipeline.serving.examples import ExampleEncoder
 
     dataset = get_dataset(MODEL)
-    row = SAMPLE_ROW
-    if split_dir is not None:
-        from pipeline.predict import raw_examples
-
-        _, records = raw_examples(dataset, split_dir, 1)
-        row = {
-            k: (v[0].decode() if isinstance(v[0], bytes) else v[0])
-            for k, v in records[0].items()
-            if v
-        }
-    return row, ExampleEncoder(dataset).encode_rows([row], "bench")[0]
+    example = ExampleEncoder(dataset).encode_rows([row], "bench")[0]
+    b64 = {"b64": base64.b64encode(example).decode()}
+    raw = {"signature_name": RAW_SIGNATURE, "instances": raw_instances(dataset, [row])}
+    return {
+        "json_row": json.dumps({"instances": [row]}).encode(),
+        "b64_row": json.dumps({"instances": [b64]}).encode(),
+        "raw_row": json.dumps(raw).encode(),
+        "example": example,
+    }
 
 
-def in_process(model_base: Path, row: dict, example: bytes, args) -> dict[str, dict]:
+def baselines(model_base: Path, row: dict, example: bytes) -> dict[str, Callable[[], object]]:
+    """TensorFlow's own signature calls, on inputs built once."""
     import tensorflow as tf
 
     from pipeline.datasets import get_dataset
+    from pipeline.export import raw_inputs
+    from pipeline.serving.layout import complete_versions, version_dir
+
+    newest = version_dir(model_base, complete_versions(model_base)[-1])
+    loaded = tf.saved_model.load(str(newest))
+    default, raw = loaded.signatures["serving_default"], loaded.signatures["serving_raw"]
+    examples = tf.constant([example])
+    tensors = {k: tf.constant(v) for k, v in raw_inputs(get_dataset(MODEL), [row]).items()}
+    return {
+        "signature_call": lambda: default(examples=examples),
+        "signature_call_raw": lambda: raw(**tensors),
+        "_loaded": loaded,  # kept alive with the functions
+    }
+
+
+def handlers(model_base: Path, bodies: dict[str, bytes]) -> dict[str, Callable[[], object]]:
+    from pipeline.datasets import get_dataset
     from pipeline.serving.models import ModelRegistry
-    from pipeline.serving.protocol import dumps
     from pipeline.serving.service import ServingService
 
     registry = ModelRegistry(model_base)
     registry.refresh()
     service = ServingService(MODEL, get_dataset(MODEL), registry)
-    model = registry.get()
-    signature = model.signatures["serving_default"]
-    tensor = tf.constant([example])
-    json_body = json.dumps({"instances": [row]}).encode()
-    b64_body = json.dumps({"instances": [{"b64": base64.b64encode(example).decode()}]}).encode()
-    return {
-        "saved_model_signature_call": timed(
-            lambda: signature(examples=tensor), args.requests, args.max_seconds
-        ),
-        "handler_json_row": timed(
-            lambda: dumps(service.predict(MODEL, None, json_body)), args.requests, args.max_seconds
-        ),
-        "handler_b64_row": timed(
-            lambda: dumps(service.predict(MODEL, None, b64_body)), args.requests, args.max_seconds
-        ),
-    }
+    calls = {}
+    for name in ("json_row", "b64_row", "raw_row"):
+        body = bodies[name]
+        calls[f"handler_{name}"] = lambda body=body: service.predict(MODEL, None, body)
+    return calls
 
 
 def free_port() -> int:
@@ -128,13 +139,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model_base: Path, port: int) -> Iterator[subprocess.Popen]:
+def server(model_base: Path) -> Iterator[int]:
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "pipeline.serve", "--model-base", str(model_base)]
     command += ["--model-name", MODEL, "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
-        yield process
+        wait_ready(port, process)
+        yield port
     finally:
         process.terminate()
         try:
@@ -158,43 +171,122 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> No
     raise RuntimeError("server not ready in time")
 
 
-def over_http(model_base: Path, row: dict, example: bytes, args) -> dict[str, dict]:
-    port = free_port()
-    json_body = json.dumps({"instances": [row]}).encode()
-    b64_body = json.dumps({"instances": [{"b64": base64.b64encode(example).decode()}]}).encode()
-    with server(model_base, port) as process:
-        wait_ready(port, process)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Content-Type": "application/json"}
+class Poster:
+    """POSTs to :predict over one keep-alive connection."""
 
-        def post(body: bytes) -> None:
-            connection.request("POST", f"/v1/models/{MODEL}:predict", body, headers)
-            response = connection.getresponse()
-            payload = response.read()
-            if response.status != 200:
-                raise RuntimeError(payload.decode())
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-        results = {
-            "http_json_row": timed(lambda: post(json_body), args.requests, args.max_seconds),
-            "http_b64_row": timed(lambda: post(b64_body), args.requests, args.max_seconds),
-        }
-        connection.close()
-    return results
+    def __call__(self, body: bytes) -> None:
+        self.connection.request(
+            "POST", f"/v1/models/{MODEL}:predict", body, {"Content-Type": "application/json"}
+        )
+        response = self.connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(payload.decode())
+
+
+def interleaved(calls: dict[str, Callable[[], object]], requests: int, rounds: int) -> dict:
+    """Each call ``requests`` times, in ``rounds`` slices taken in turn, after a warm-up."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(50):
+            call()
+    per_round = max(1, requests // rounds)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times = samples[name]
+            for _ in range(per_round):
+                started = clock()
+                call()
+                times.append(clock() - started)
+    return {name: percentiles(times) for name, times in samples.items()}
+
+
+def concurrent(port: int, body: bytes, clients: int, seconds: float) -> dict:
+    """``clients`` threads, each on its own keep-alive connection, for ``seconds``."""
+    posters = [Poster(port) for _ in range(clients)]
+    for poster in posters:
+        poster(body)
+    times: list[list[float]] = [[] for _ in range(clients)]
+    stop = time.monotonic() + seconds
+
+    def run(poster: Poster, mine: list[float]) -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            poster(body)
+            mine.append(time.perf_counter() - started)
+
+    threads = [
+        threading.Thread(target=run, args=(poster, mine))
+        for poster, mine in zip(posters, times, strict=True)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    every = [t for mine in times for t in mine]
+    return {
+        **percentiles(every),
+        "clients": clients,
+        "requests_per_second": round(len(every) / elapsed, 1),
+    }
+
+
+def ratio(results: dict, over: str, under: str, key: str = "p50_ms") -> float:
+    return round(results[over][key] / results[under][key], 3)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base", type=Path, required=True)
     parser.add_argument("--split-dir", type=Path, help="take the request row from this split")
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="cap per measurement")
+    parser.add_argument("--requests", type=int, default=3000, help="per variant")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrent-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
-    row, example = sample_request(args.split_dir)
-    results = {
-        **in_process(args.model_base, row, example, args),
-        **over_http(args.model_base, row, example, args),
+    load_before = os.getloadavg()
+    row = sample_row(args.split_dir)
+    bodies = requests_for(row)
+    calls = baselines(args.model_base, row, bodies["example"])
+    loaded = calls.pop("_loaded")
+    calls.update(handlers(args.model_base, bodies))
+    with server(args.model_base) as port:
+        poster = Poster(port)
+        for name in ("json_row", "b64_row", "raw_row"):
+            calls[f"http_{name}"] = lambda body=bodies[name]: poster(body)
+        results = interleaved(calls, args.requests, args.rounds)
+        results[f"http_json_row_concurrency_{args.concurrency}"] = concurrent(
+            port, bodies["json_row"], args.concurrency, args.concurrent_seconds
+        )
+    del loaded
+    ratios = {
+        "handler_json_row / signature_call (p50)": ratio(
+            results, "handler_json_row", "signature_call"
+        ),
+        "http_json_row / signature_call (p50)": ratio(results, "http_json_row", "signature_call"),
+        "http_json_row / signature_call (p99)": ratio(
+            results, "http_json_row", "signature_call", "p99_ms"
+        ),
+        "http_b64_row / signature_call (p50)": ratio(results, "http_b64_row", "signature_call"),
+        "http_raw_row / signature_call_raw (p50)": ratio(
+            results, "http_raw_row", "signature_call_raw"
+        ),
+        "http_raw_row / signature_call (p50)": ratio(results, "http_raw_row", "signature_call"),
     }
-    print(json.dumps({"model_base": str(args.model_base), "results": results}, indent=2))
+    report = {
+        "model_base": str(args.model_base),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "ratios": ratios,
+        "results": results,
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Signatures:
   outputs, through the same transform layer and model.
 * ``transform_features``: serialized raw ``tf.Example``s -> every transformed feature, exactly as
   the model sees it; the parity check compares these with the Beam/TFT path's output.
+* ``classification`` (binary and multi-class heads) or ``regression`` (regression heads): TF
+  Serving's Classify / Regress API shapes over ``serving_default``, see :func:`head_signatures`.
 
 ``serving_raw`` takes one 1-D tensor per serving column of the dataset definition (every column,
 in every request; dtype from :func:`pipeline.raw_schema.tf_dtype`: ``int64``, ``float32`` or
@@ -74,6 +76,13 @@ MISSING_VALUES: dict[str, Any] = {
     for kind in ("INT64", "FLOAT64", "STRING")
 }
 MISSING_INT64 = MISSING_VALUES["INT64"]
+
+# The TF Serving API signature each label kind gets (see :func:`head_signatures`).
+CLASSIFICATION_SIGNATURE = "classification"
+REGRESSION_SIGNATURE = "regression"
+API_INPUT = "inputs"  # TF Serving's Classify / Regress APIs feed serialized examples here
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 @dataclasses.dataclass
@@ -160,6 +169,79 @@ def _marked_to_sparse(values: tf.Tensor, kind: str) -> tf.SparseTensor:
     )
 
 
+def head_signatures(
+    kind: LabelKind,
+    serving_default: Any,
+    class_labels: tuple[str, ...] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """TF Serving's Classify or Regress signature over ``serving_default``, and its method name.
+
+    TF Serving's ``:classify`` needs a signature whose method_name is
+    ``tensorflow/serving/classify``, with one string input ``inputs`` (serialized examples) and
+    outputs ``classes`` (DT_STRING ``[batch, k]``) and ``scores`` (DT_FLOAT ``[batch, k]``);
+    ``:regress`` needs ``tensorflow/serving/regress``, input ``inputs`` and output ``outputs``
+    (DT_FLOAT ``[batch]``). ``tf.saved_model.save`` writes every signature as
+    ``tensorflow/serving/predict``, so :func:`set_signature_methods` rewrites the method names
+    after the save. The new signature calls ``serving_default``, so it cannot disagree with it.
+
+    ``serving_default`` outputs, by label ``kind``: binary: ``probabilities [batch]`` of the
+    positive class; multi-class: ``probabilities [batch, k]``; regression: ``predictions
+    [batch]``. Classes are named ``class_labels`` (the label's ``class_names``), by default
+    ``"0"`` .. ``"k-1"``.
+    """
+    inputs_spec = tf.TensorSpec(shape=[None], dtype=tf.string, name=API_INPUT)
+
+    def predictions(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return serving_default(**{EXAMPLES_INPUT: inputs})
+
+    if kind is LabelKind.REGRESSION:
+
+        @tf.function(input_signature=[inputs_spec])
+        def regress(inputs):
+            values = tf.reshape(predictions(inputs)["predictions"], [-1])
+            return {"outputs": tf.cast(values, tf.float32)}
+
+        return {REGRESSION_SIGNATURE: regress.get_concrete_function()}, {
+            REGRESSION_SIGNATURE: REGRESS_METHOD
+        }
+    if kind not in (LabelKind.BINARY, LabelKind.MULTICLASS):
+        raise ValueError(f"unknown label kind {kind!r}; known: {', '.join(LabelKind)}")
+
+    @tf.function(input_signature=[inputs_spec])
+    def classify(inputs):
+        probabilities = tf.cast(predictions(inputs)["probabilities"], tf.float32)
+        if kind is LabelKind.BINARY:
+            positive = tf.reshape(probabilities, [-1, 1])
+            scores = tf.concat([1.0 - positive, positive], axis=1)
+        else:
+            scores = probabilities
+        count = scores.shape[1]
+        labels = class_labels or tuple(str(k) for k in range(count))
+        if len(labels) != count:
+            raise ValueError(f"{len(labels)} class labels for {count} classes")
+        classes = tf.tile(tf.constant([list(labels)]), [tf.shape(scores)[0], 1])
+        return {"classes": classes, "scores": scores}
+
+    return {CLASSIFICATION_SIGNATURE: classify.get_concrete_function()}, {
+        CLASSIFICATION_SIGNATURE: CLASSIFY_METHOD
+    }
+
+
+def set_signature_methods(export_dir: str, methods: Mapping[str, str]) -> None:
+    """Rewrite the method_name of the given signatures in a saved export (before publishing).
+
+    Uses TensorFlow's own ``MethodNameUpdater``, then writes the fingerprint again: it holds a
+    checksum of ``saved_model.pb``.
+    """
+    from tensorflow.python.saved_model import fingerprinting_utils
+
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(export_dir)
+    for signature, method in methods.items():
+        updater.replace_method_name(signature_key=signature, method_name=method)
+    updater.save()
+    fingerprinting_utils.write_fingerprint(export_dir)
+
+
 def raw_inputs(
     dataset: DatasetDefinition, rows: Iterable[Mapping[str, Any]]
 ) -> dict[str, np.ndarray]:
@@ -220,9 +302,14 @@ def export_serving_model(
     # Tracking the layer on the model makes the transform graph and its assets part of the export.
     model.tft_layer = tft_output.transform_features_layer()
     signatures = _serving_functions(dataset, model, model.tft_layer)
+    api_signatures, methods = head_signatures(
+        dataset.label_kind, signatures[SERVING_SIGNATURE], dataset.label.class_names
+    )
+    signatures.update(api_signatures)
     export_dir = storage.join(model_base, str(version))
     with storage.staged_directory(export_dir) as staging:
         tf.saved_model.save(model, staging, signatures=signatures)
+        set_signature_methods(staging, methods)
         canonical_saved_model.canonicalize(staging)
     return ExportResult(export_dir, version, time.perf_counter() - started)
 

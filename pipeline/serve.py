@@ -2,19 +2,26 @@
 
     python -m pipeline.serve [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
         [--host 127.0.0.1 --port 8501 --poll-seconds 2] \\
-        [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N]
+        [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N] \\
+        [--header-timeout S --body-timeout S --idle-timeout S --max-connections N] \\
+        [--version-label stable=3 ...] [--enable-signature-method-name-check]
 
-Serves ``<model_base>/<version>/`` at ``/v1/models/<name>[/versions/<N>]`` (status),
-``.../metadata``, ``...:predict`` and ``...:classify``. The newest complete version answers
-requests without a version; a newly pushed one (see :mod:`pipeline.push`) is loaded in the
-background and swapped in without a restart. The first version is loaded before the port opens,
-so a client that can connect finds the model ready.
+Serves ``<model_base>/<version>/`` at ``/v1/models/<name>[/versions/<N>|/labels/<label>]``
+(status), ``.../metadata``, ``...:predict``, ``...:classify`` and ``...:regress``. The newest
+complete version answers requests without a version; a newly pushed one (see
+:mod:`pipeline.push`) is loaded in the background and swapped in without a restart. The first
+version is loaded before the port opens, so a client that can connect finds the model ready.
+
+Connections are bounded: a request head must arrive within ``--header-timeout`` seconds, its body
+within ``--body-timeout``, an idle keep-alive connection is closed after ``--idle-timeout``, and
+beyond ``--max-connections`` new connections get a 503 (see :mod:`pipeline.serving.connections`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -26,12 +33,14 @@ if __name__ == "__main__":  # quiet before TensorFlow loads (--verbose shows it 
 import uvicorn
 
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
-from pipeline.serving.app import DEFAULT_MAX_BODY_BYTES, create_app
+from pipeline.serving.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
+from pipeline.serving.connections import ConnectionLimits, guarded_protocol
 from pipeline.serving.models import ModelRegistry
 from pipeline.serving.request_log import RequestLog
 from pipeline.serving.service import ServingService
 
 log = logging.getLogger("pipeline.serve")
+_DEFAULTS = ConnectionLimits()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +64,45 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-log", type=Path, help="write sampled requests here")
     parser.add_argument("--request-log-sample", type=float, default=0.1)
     parser.add_argument("--request-log-flush-seconds", type=float, default=10.0)
+    limits = parser.add_argument_group("connection limits")
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_DEFAULTS.header_timeout,
+        help="seconds for a request head to arrive (408 and close after)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds for a whole request body to arrive (408 and close after)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a keep-alive connection may sit idle between requests",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=_DEFAULTS.max_connections,
+        help="open connections beyond this get a 503 and are closed",
+    )
+    limits.add_argument("--max-header-bytes", type=int, default=_DEFAULTS.max_header_bytes)
+    api = parser.add_argument_group("API")
+    api.add_argument(
+        "--version-label",
+        action="append",
+        default=[],
+        metavar="LABEL=VERSION",
+        help="serve VERSION at /labels/LABEL (repeatable)",
+    )
+    api.add_argument(
+        "--enable-signature-method-name-check",
+        action="store_true",
+        help="as TF Serving's flag: :classify/:regress/:predict also check the method name",
+    )
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up output and warnings"
@@ -62,9 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version_labels(values: list[str]) -> dict[str, int]:
+    labels = {}
+    for value in values:
+        label, sep, version = value.partition("=")
+        if not sep or not label or not version.isdigit():
+            raise SystemExit(f"--version-label {value!r}: expected LABEL=VERSION, e.g. stable=3")
+        labels[label] = int(version)
+    return labels
+
+
 def build_service(args: argparse.Namespace) -> ServingService:
     """The service for parsed CLI arguments, with the newest version already loaded."""
-    registry = ModelRegistry(args.model_base, keep=args.keep_versions)
+    registry = ModelRegistry(args.model_base, keep=args.keep_versions, freeze_gc=True)
     registry.refresh()
     request_log = None
     if args.request_log is not None:
@@ -73,7 +131,14 @@ def build_service(args: argparse.Namespace) -> ServingService:
             args.request_log_sample,
             flush_seconds=args.request_log_flush_seconds,
         )
-    return ServingService(args.model_name, args.definition, registry, request_log)
+    return ServingService(
+        args.model_name,
+        args.definition,
+        registry,
+        request_log,
+        labels=version_labels(args.version_label),
+        method_name_check=args.enable_signature_method_name_check,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,14 +150,26 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    limits = ConnectionLimits(args.header_timeout, args.max_header_bytes, args.max_connections)
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if files != resource.RLIM_INFINITY and limits.max_connections > files - 64:
+        log.warning("--max-connections %d is near the file limit %d", limits.max_connections, files)
     service = build_service(args)
-    app = create_app(service, args.max_body_bytes, args.poll_seconds)
+    app = create_app(service, args.max_body_bytes, args.poll_seconds, args.body_timeout)
     log.info(
         "serving %r from %s on http://%s:%d", args.model_name, args.model_base, args.host, args.port
     )
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        http=guarded_protocol(limits),
+        lifespan="on",
+        timeout_keep_alive=args.idle_timeout,
+        log_level=args.log_level.lower(),
+        access_log=False,
     )
+    uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

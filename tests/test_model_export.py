@@ -13,9 +13,15 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
+from tensorflow.core.protobuf import fingerprint_pb2
+from tensorflow.python.saved_model import loader_impl
+from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting as fingerprinting_pywrap
 
 from pipeline.definition import ModelPart
 from pipeline.export import (
+    API_INPUT,
+    CLASSIFICATION_SIGNATURE,
+    CLASSIFY_METHOD,
     EXAMPLES_INPUT,
     MISSING_VALUES,
     RAW_SIGNATURE,
@@ -258,3 +264,28 @@ def test_serving_raw_takes_a_tf_serving_json_request(trained_export, small_split
     # A row with every value missing is imputed, not rejected.
     empty = raw(**{k: tf.constant(v) for k, v in raw_inputs(taxi, [{}]).items()})
     assert 0.0 <= float(empty["probabilities"][0]) <= 1.0
+
+
+def test_classification_signature_is_tf_servings_classify_shape(trained_export, small_splits, taxi):
+    """``classes`` ``[batch, 2]`` labels and ``scores`` ``[1 - p, p]`` of ``serving_default``,
+    under the classify method name, with a fingerprint that still matches the rewritten proto."""
+    from pipeline.predict import raw_examples
+
+    _, exported = trained_export
+    loaded, _, by_example = _serve_both(exported, taxi, 50, small_splits["eval"])
+    examples, _ = raw_examples(taxi, small_splits["eval"], 50)
+    out = loaded.signatures[CLASSIFICATION_SIGNATURE](**{API_INPUT: tf.constant(examples)})
+    assert out["classes"].numpy().tolist() == [[b"0", b"1"]] * 50
+    positive = by_example["probabilities"].numpy()
+    np.testing.assert_array_equal(out["scores"].numpy()[:, 1], positive)
+    np.testing.assert_allclose(out["scores"].numpy()[:, 0], 1.0 - positive, rtol=1e-6)
+
+    proto = loader_impl.parse_saved_model(str(exported.export_dir))
+    methods = {k: v.method_name for k, v in proto.meta_graphs[0].signature_def.items()}
+    assert methods[CLASSIFICATION_SIGNATURE] == CLASSIFY_METHOD
+    assert methods[SERVING_SIGNATURE] == methods[RAW_SIGNATURE] == "tensorflow/serving/predict"
+    recorded = tf.saved_model.experimental.read_fingerprint(str(exported.export_dir))
+    fresh = fingerprinting_pywrap.CreateFingerprintDef(str(exported.export_dir))
+    assert recorded.saved_model_checksum == (
+        fingerprint_pb2.FingerprintDef.FromString(fresh).saved_model_checksum
+    )

@@ -1,14 +1,18 @@
 """Serving-log validation: real request-log TFRecords -> TFDV on Beam -> SERVING checks and skew.
 
 Training statistics come from a Parquet split of the taxi sample (4,000 rows); each log holds
-1,000 other rows of the sample without the label, encoded as raw ``tf.Example``s the way the
-server logs them, clean or with one injected change.
+1,000 other rows of the sample without the label, clean or with one injected change: either
+encoded as raw ``tf.Example``s directly, or sent as JSON through a real ``pipeline.serve``
+process (missing values left out, sent as ``null``, or as ``serving_raw`` markers) and logged by
+it, which is what production traffic looks like.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +27,7 @@ from validation_data import (
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from pipeline.datasets import get_dataset
+from pipeline.export import RAW_SIGNATURE, raw_instances
 from pipeline.validation import (
     Check,
     Severity,
@@ -43,6 +48,7 @@ from pipeline.validation.cli import (
     main,
 )
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+from tests.serving_client import MODEL, running_server, wait_for
 
 TAXI = get_dataset("taxi")
 
@@ -234,3 +240,116 @@ def test_usage_errors_and_help_show_the_exit_statuses(capsys):
         "3   check, serving-logs: blocking anomalies",
     ):
         assert line in EXIT_STATUS_HELP and line in cli.__doc__
+
+
+# ---- real traffic through the server ---------------------------------------------------------
+
+BATCH = 50
+
+
+def _http_variants(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    order = np.random.default_rng(0).permutation(len(frame))
+    rows = frame.iloc[order[6000:7000]].drop(columns=["tips"]).reset_index(drop=True)
+    every_20th = np.arange(len(rows)) % 20 == 0
+    new_payment = rows.copy()
+    new_payment.loc[every_20th, "payment_type"] = "Bitcoin"
+    missing_fare = rows.copy()
+    missing_fare.loc[every_20th, "fare"] = np.nan
+    return {
+        "clean": rows,
+        "new_payment": new_payment,
+        "fare_in_cents": rows.assign(fare=rows["fare"] * 100),
+        "fare_x1.5": rows.assign(fare=rows["fare"] * 1.5),
+        "missing_fare": missing_fare,
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-ready dicts, None for a missing value."""
+    return [
+        {k: None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]
+
+
+def _request(batch: list[dict], number: int) -> dict:
+    """Three ways clients send the same rows: missing keys left out, null, serving_raw markers."""
+    if number % 3 == 0:
+        return {"instances": [{k: v for k, v in r.items() if v is not None} for r in batch]}
+    if number % 3 == 1:
+        return {"instances": batch}
+    return {"signature_name": RAW_SIGNATURE, "instances": raw_instances(TAXI, batch)}
+
+
+def _logged_count(directory: Path) -> int:
+    import tensorflow as tf
+
+    files = [str(p) for p in directory.glob("requests-*.tfrecord")]
+    return sum(1 for _ in tf.data.TFRecordDataset(files)) if files else 0
+
+
+@pytest.fixture(scope="module")
+def served_logs(trained_export, tmp_path_factory) -> dict[str, Path]:
+    """Each variant's 1,000 rows sent through a real server; its request log, per variant."""
+    root = tmp_path_factory.mktemp("served_logs")
+    _, exported = trained_export
+    shutil.copytree(exported.export_dir, root / "base" / "1")
+    log_dir = root / "request-log"
+    flags = ("--request-log", str(log_dir), "--request-log-sample", "1.0")
+    flags += ("--request-log-flush-seconds", "0.2")
+    variants = _http_variants(read_sample(TAXI, SAMPLE))
+    logs = {}
+    with running_server(root / "base", root, *flags) as client:
+        for name, frame in variants.items():
+            records = _records(frame)
+            for number, start in enumerate(range(0, len(records), BATCH)):
+                body = _request(records[start : start + BATCH], number)
+                status, answer = client.post(f"/v1/models/{MODEL}:predict", body)
+                assert status == 200, answer
+            sent = len(records)
+            wait_for(lambda sent=sent: _logged_count(log_dir) == sent, what=f"{name} logged")
+            logs[name] = root / "logs" / name
+            logs[name].mkdir(parents=True)
+            for path in log_dir.glob("requests-*.tfrecord"):
+                path.rename(logs[name] / path.name)
+    return logs
+
+
+@pytest.fixture(scope="module")
+def served_reports(data, schema, served_logs):
+    _, train_stats, _ = data
+    return {name: check_serving_logs(d, train_stats, schema) for name, d in served_logs.items()}
+
+
+def test_real_traffic_logged_by_the_server_passes(served_reports):
+    """Rows with missing values, however a client marks them, are logged as absent features:
+    no FEATURE_TYPE_LOW_NUMBER_VALUES, no INT_TYPE_SMALL_INT from empty value lists."""
+    report = served_reports["clean"]
+    assert report.anomalies == (), report.describe()
+    check(report)
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [
+        ("new_payment", {("payment_type", "ENUM_TYPE_UNEXPECTED_STRING_VALUES", Check.SCHEMA)}),
+        (
+            "fare_in_cents",
+            {("fare", "FLOAT_TYPE_BIG_FLOAT", Check.SCHEMA), ("fare", JSD, Check.SKEW)},
+        ),
+        ("fare_x1.5", {("fare", JSD, Check.SKEW)}),
+        (
+            "missing_fare",  # fare is required, and of fixed shape [1]
+            {
+                ("fare", "FEATURE_TYPE_LOW_FRACTION_PRESENT", Check.SCHEMA),
+                ("fare", "INVALID_FEATURE_SHAPE", Check.SCHEMA),
+            },
+        ),
+    ],
+)
+def test_skews_in_real_traffic_still_block(served_reports, variant, expected):
+    report = served_reports[variant]
+    assert set(_found(report)) == expected, report.describe()
+    assert all(a.severity is Severity.BLOCKING for a in report.anomalies)
+    with pytest.raises(ValidationFailed):
+        check(report)

@@ -1,137 +1,208 @@
-"""FastAPI routes with TensorFlow Serving's REST paths, so TF Serving clients work unchanged.
+"""The ASGI app: TensorFlow Serving's REST paths routed to :class:`ServingService`.
 
-Every error is ``{"error": "..."}`` with a 4xx status (5xx only for a server fault), and no
-request can stop the server. Bodies are read with a size cap before anything is parsed; model
-calls run in the worker thread pool so the event loop keeps accepting connections.
+Paths are matched with TF Serving's own patterns (``http_rest_api_util.cc``), case-insensitive:
+
+* ``POST /v1/models/<name>[/versions/<N>|/labels/<label>]:(predict|classify|regress)``
+* ``GET /v1/models/<name>[/versions/<N>|/labels/<label>][/metadata]``
+
+Any other ``/v1/`` request is TF Serving's 400 ``Malformed request: <method> <path>``; anything
+outside ``/v1/`` is a 404. Every error body is ``{"error": "..."}``; a 5xx means a server fault,
+never bad client input, and no request can stop the server.
+
+Bodies are read with a size cap (413) and a deadline for the whole body (408, ``--body-timeout``);
+both close the connection. A request whose body is small (one to a few dozen rows) is answered in
+the event loop: its model call takes well under a millisecond, less than a hop to a worker
+thread and back costs. Larger ones run in worker threads, so the loop keeps serving others.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+import orjson
 
-from pipeline.serving.errors import PayloadTooLarge, ServingError
-from pipeline.serving.protocol import dumps
+from pipeline.serving.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServingError,
+)
 from pipeline.serving.service import ServingService
 
 log = logging.getLogger("pipeline.serve")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 30.0
+INLINE_BODY_BYTES = 16 * 1024  # bench/serving_latency.py: ~30 JSON rows, ~1 ms of model time
+
+_FLAGS = re.IGNORECASE | re.ASCII
+_V1 = re.compile(r"/v1/.*", _FLAGS | re.DOTALL)
+_POST = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    _FLAGS,
+)
+_GET = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    _FLAGS,
+)
+_JSON = [(b"content-type", b"application/json")]
 
 
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(dumps(payload), status_code=status, media_type="application/json")
+class ClientGone(Exception):
+    """The client disconnected before sending the whole body: nobody reads an answer."""
 
 
-def error_response(status: int, message: str) -> Response:
-    return json_response({"error": message}, status)
+class ServingApp:
+    """ASGI 3 application; with ``poll_seconds`` it polls the model base while it runs."""
+
+    def __init__(
+        self,
+        service: ServingService,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        poll_seconds: float | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        inline_body_bytes: int = INLINE_BODY_BYTES,
+    ) -> None:
+        self.service = service
+        self.max_body_bytes = max_body_bytes
+        self.poll_seconds = poll_seconds
+        self.body_timeout = body_timeout
+        self.inline_body_bytes = inline_body_bytes
+        self._methods = {
+            "predict": service.predict,
+            "classify": service.classify,
+            "regress": service.regress,
+        }
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    # ---- lifespan ------------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.get_running_loop().run_in_executor(None, self.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def start(self) -> None:
+        if self.poll_seconds:
+            self.service.registry.start(self.poll_seconds)
+        if self.service.request_log is not None:
+            self.service.request_log.start()
+
+    def stop(self) -> None:
+        self.service.registry.stop()
+        if self.service.request_log is not None:
+            self.service.request_log.close()
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        method = scope["method"]
+        path = scope.get("raw_path") or scope["path"].encode()
+        path = path.decode("latin-1")
+        status, body, close = 200, b"", False
+        try:
+            body = await self._route(method, path, scope, receive)
+        except ServingError as error:
+            status, body = error.status, _error_body(str(error))
+            close = isinstance(error, PayloadTooLarge | RequestTimeout)
+        except ClientGone:
+            return
+        except Exception as error:  # a server fault: report it, keep serving
+            log.exception("%s %s failed", method, path)
+            status = 500
+            body = _error_body(f"internal error: {type(error).__name__}: {error}")
+        headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+        if close:  # the rest of the body is not read: this connection cannot carry another
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(self, method: str, path: str, scope: dict, receive: Callable) -> bytes:
+        if not _V1.fullmatch(path):
+            raise NotFound(f"Not found: {method} {path}; the API is under /v1/models/")
+        if method == "POST" and (match := _POST.fullmatch(path)):
+            name, version, label, api = match.groups()
+            handler = self._methods.get(api)
+            if handler is not None:  # TF Serving matches ":PREDICT", then finds no handler
+                body = await self._read_body(scope, receive)
+                call = lambda: handler(unquote(name), version, body, _label(label))  # noqa: E731
+                if len(body) <= self.inline_body_bytes:
+                    return call()
+                return await asyncio.get_running_loop().run_in_executor(None, call)
+        elif method == "GET" and (match := _GET.fullmatch(path)):
+            name, version, label, metadata = match.groups()
+            if not name:
+                raise BadRequest("Missing model name in request.")
+            if metadata:
+                return self.service.metadata(unquote(name), version, _label(label))
+            return self.service.status(unquote(name), version, _label(label))
+        raise BadRequest(f"Malformed request: {method} {path}")
+
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes:
+        """The whole body within ``body_timeout`` seconds and ``max_body_bytes`` bytes."""
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                size = int(value)
+                raise PayloadTooLarge(
+                    f"request body of {size} bytes exceeds the {limit} byte limit"
+                )
+        chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"request body not received within {self.body_timeout:g} s ({size} bytes came)"
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes without buffering it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit} byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _label(label: str | None) -> str | None:
+    return None if label is None else unquote(label)
 
 
-async def _answer(call: Callable[[], dict[str, Any]]) -> Response:
-    """Run ``call`` in the thread pool and turn its result or error into a JSON response."""
+def _error_body(message: str) -> bytes:
+    """``{"error": message}``; a message quoting a client's lone surrogate is escaped, not a 500."""
     try:
-        return json_response(await run_in_threadpool(call))
-    except ServingError as error:
-        return error_response(error.status, str(error))
-    except Exception as error:  # a server fault: report it, keep serving
-        log.exception("request failed")
-        return error_response(500, f"internal error: {type(error).__name__}: {error}")
+        return orjson.dumps({"error": message})
+    except TypeError:
+        return json.dumps({"error": message}).encode()
 
 
 def create_app(
     service: ServingService,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     poll_seconds: float | None = None,
-) -> FastAPI:
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> ServingApp:
     """The REST app; with ``poll_seconds`` it polls the model base while it runs."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if poll_seconds:
-            service.registry.start(poll_seconds)
-        if service.request_log is not None:
-            service.request_log.start()
-        try:
-            yield
-        finally:
-            service.registry.stop()
-            if service.request_log is not None:
-                service.request_log.close()
-
-    app = FastAPI(
-        title="pipeline.serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
-        return error_response(error.status_code, str(error.detail))
-
-    async def body_or_error(request: Request) -> bytes | Response:
-        try:
-            return await read_body(request, max_body_bytes)
-        except PayloadTooLarge as error:
-            return error_response(error.status, str(error))
-        except ClientDisconnect:  # nobody will read the answer; keep it out of the error log
-            return error_response(400, "client disconnected before sending the whole body")
-
-    @app.get("/v1/models/{name}")
-    async def status(name: str) -> Response:
-        return await _answer(lambda: service.status(name))
-
-    @app.get("/v1/models/{name}/versions/{version}")
-    async def version_status(name: str, version: str) -> Response:
-        return await _answer(lambda: service.status(name, version))
-
-    @app.get("/v1/models/{name}/metadata")
-    async def metadata(name: str) -> Response:
-        return await _answer(lambda: service.metadata(name))
-
-    @app.get("/v1/models/{name}/versions/{version}/metadata")
-    async def version_metadata(name: str, version: str) -> Response:
-        return await _answer(lambda: service.metadata(name, version))
-
-    async def run(method: Callable, request: Request, name: str, version: str | None) -> Response:
-        body = await body_or_error(request)
-        if isinstance(body, Response):
-            return body
-        return await _answer(lambda: method(name, version, body))
-
-    @app.post("/v1/models/{name}:predict")
-    async def predict(request: Request, name: str) -> Response:
-        return await run(service.predict, request, name, None)
-
-    @app.post("/v1/models/{name}/versions/{version}:predict")
-    async def version_predict(request: Request, name: str, version: str) -> Response:
-        return await run(service.predict, request, name, version)
-
-    @app.post("/v1/models/{name}:classify")
-    async def classify(request: Request, name: str) -> Response:
-        return await run(service.classify, request, name, None)
-
-    @app.post("/v1/models/{name}/versions/{version}:classify")
-    async def version_classify(request: Request, name: str, version: str) -> Response:
-        return await run(service.classify, request, name, version)
-
-    return app
+    return ServingApp(service, max_body_bytes, poll_seconds, body_timeout)

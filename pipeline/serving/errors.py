@@ -25,3 +25,9 @@ class PayloadTooLarge(ServingError):
     """Body larger than ``--max-body-bytes``; rejected before it is read into memory."""
 
     status = 413
+
+
+class RequestTimeout(ServingError):
+    """The body did not arrive within ``--body-timeout``; the connection is closed."""
+
+    status = 408

@@ -1,32 +1,38 @@
-"""Raw features as JSON -> serialized ``tf.Example``s, typed by the dataset definition.
+"""Raw features as JSON <-> serialized ``tf.Example``s, typed by the dataset definition.
 
-The export only accepts serialized examples, so JSON requests are encoded here. Values are
-type-checked per column (one pass over a column's Python types), then serialized either with the
-encoder :mod:`pipeline.predict` and the parity check use (tfx_bsl over Arrow list columns) for
-large batches, or by filling the protos directly for small ones, where Arrow's per-column setup
-would dominate a single request's latency. Both produce the same examples (tested), so a JSON
-request reaches the transform graph exactly as a Parquet row does.
+Signatures that take serialized examples get them built here from JSON rows or columns, and
+serialized examples a client sends (``{"b64": ...}``) are checked here before the model sees them.
+The bytes built are both what the model receives and what the request log records, so the log
+holds exactly what was sent: a missing value (a missing key, ``null`` or ``[]``) is an *absent*
+feature, never an empty value list (which TFDV would count as present with zero values). The
+transform graph parses every raw column as a VarLen feature, for which absent and empty are the
+same thing, so predictions do not depend on the choice (tested).
 
-Every raw feature is optional: a missing key, ``null`` or ``[]`` is an empty feature. A value is a
-scalar or a one-element list; strings may also be ``{"b64": ...}`` (TF Serving's binary form).
+A value is a scalar or a one-element list; strings may also be ``{"b64": ...}`` (TF Serving's
+binary form). Numbers are checked after the cast to the model's dtype: a FLOAT64 column is
+float32 in ``tf.Example``, so ``1e300`` (infinite as float32), ``NaN`` and ``Infinity`` are
+refused with the field's name, as are integers outside INT64.
+
+Examples are serialized directly in protobuf's wire format, features in sorted key order, which
+is byte for byte what ``Example.SerializeToString(deterministic=True)`` gives (tested); filling
+protos per row costs several times more.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import math
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
+from google.protobuf.message import DecodeError
 from tensorflow.core.example import example_pb2
-from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 from pipeline.definition import DatasetDefinition
 from pipeline.serving.errors import BadRequest
 
-_ARROW_TYPES = {"INT64": pa.int64(), "FLOAT64": pa.float32(), "STRING": pa.large_binary()}
 _EXPECTED = {
     "INT64": "an integer (INT64)",
     "FLOAT64": "a number (FLOAT64)",
@@ -34,12 +40,10 @@ _EXPECTED = {
 }
 _NONE = type(None)
 _ALLOWED = {"INT64": {int, _NONE}, "FLOAT64": {int, float, _NONE}, "STRING": {str, bytes, _NONE}}
-_PROTO_LISTS = {"INT64": "int64_list", "FLOAT64": "float_list", "STRING": "bytes_list"}
-# Up to this many rows, filling protos in Python beats Arrow's fixed per-column cost
-# (bench/serving_latency.py: ~25 us per row vs ~0.5 ms + ~10 us per row for 17 columns).
-SMALL_BATCH = 32
+_LIST_KINDS = {"INT64": "int64_list", "FLOAT64": "float_list", "STRING": "bytes_list"}
 _Where = Callable[[str, int], str]  # (feature, row) -> the field's name in error messages
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32 = struct.Struct("<f")
 
 
 def decode_b64(value: Any, where: str) -> bytes:
@@ -52,9 +56,80 @@ def decode_b64(value: Any, where: str) -> bytes:
         raise BadRequest(f"{where}.b64: invalid base64 ({error})") from None
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object"}
     return names.get(type(value), "array" if isinstance(value, list) else type(value).__name__)
+
+
+def float32_bytes(value: float, where: str) -> bytes:
+    """Little-endian float32 of a finite value whose float32 is finite too; else a 400."""
+    try:
+        if math.isfinite(value):
+            return _FLOAT32.pack(value)
+    except OverflowError:  # beyond float32, or an integer beyond even float64
+        pass
+    if value != value:
+        raise BadRequest(f"{where}: NaN is not a value; send null (or leave it out) if missing")
+    raise BadRequest(f"{where}: {value!r} is not a finite float32 (DT_FLOAT) value")
+
+
+def utf8(value: str, where: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape
+        raise BadRequest(f"{where}: string is not valid Unicode") from None
+
+
+# ---- protobuf wire format --------------------------------------------------------------------
+
+_ONE_BYTE = [bytes([i]) for i in range(128)]
+
+
+def varint(value: int) -> bytes:
+    """Canonical varint of an int64 (negative values as their 64-bit two's complement)."""
+    if 0 <= value < 128:
+        return _ONE_BYTE[value]
+    value &= 0xFFFF_FFFF_FFFF_FFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _delimited(tag: int, payload: bytes) -> bytes:
+    return _ONE_BYTE[tag] + varint(len(payload)) + payload
+
+
+class _FeatureWriter:
+    """Wire bytes of one map entry ``feature[name] = value`` of ``tf.Example.features``."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.key = b"\x0a" + varint(len(name.encode())) + name.encode()  # MapEntry.key = 1
+        self.kind = kind
+        # A float entry has a fixed size: precompute everything up to the 4 value bytes.
+        body = len(self.key) + 10  # key, value tag+len, Feature: tag+len, FloatList: tag+len, 4
+        self._float_head = b"\x0a" + varint(body) + self.key + b"\x12\x08\x12\x06\x0a\x04"
+
+    def entry(self, value: Any) -> bytes:
+        if self.kind == "FLOAT64":
+            return self._float_head + value  # value: float32_bytes(...)
+        if self.kind == "INT64":
+            packed = varint(value)
+            feature = b"\x1a" + _ONE_BYTE[len(packed) + 2] + b"\x0a" + _ONE_BYTE[len(packed)]
+            feature += packed  # Feature.int64_list = 3 { value = 1 [packed] }
+        else:
+            feature = _delimited(0x0A, _delimited(0x0A, value))  # Feature.bytes_list = 1
+        return _delimited(0x0A, self.key + _delimited(0x12, feature))
+
+
+def serialize_example(entries: list[bytes]) -> bytes:
+    """``Example { features = 1 { feature = 1 (entries) } }`` from sorted map entries."""
+    return _delimited(0x0A, b"".join(entries))
+
+
+# ---- JSON -> examples ------------------------------------------------------------------------
 
 
 class ExampleEncoder:
@@ -63,6 +138,8 @@ class ExampleEncoder:
     def __init__(self, dataset: DatasetDefinition) -> None:
         self.types = {c.name: c.type.split_file_type for c in dataset.serving_columns}
         self._label_only = frozenset(dataset.unknown_at_serving)
+        self._writers = {name: _FeatureWriter(name, kind) for name, kind in self.types.items()}
+        self._order = sorted(self.types, key=lambda name: name.encode())
 
     def encode_rows(
         self,
@@ -77,13 +154,15 @@ class ExampleEncoder:
         """
         positions = range(len(rows)) if positions is None else positions
         for position, row in zip(positions, rows, strict=True):
-            self._check_names(row, f"{where}[{position}]")
+            self.check_names(row, f"{where}[{position}]")
+        if len(rows) == 1 and (example := self._encode_plain_row(rows[0])) is not None:
+            return [example]
         columns = {name: [row.get(name) for row in rows] for name in self.types}
         return self._encode(columns, len(rows), lambda name, i: f"{where}[{positions[i]}].{name}")
 
     def encode_columns(self, columns: Mapping[str, Any], where: str) -> list[bytes]:
         """Columnar form: ``{feature: [value per example]}``, every list of the same length."""
-        self._check_names(columns, where)
+        self.check_names(columns, where)
         if not columns:
             raise BadRequest(f"{where}: no features given")
         lengths = set()
@@ -98,7 +177,7 @@ class ExampleEncoder:
         full = {name: columns.get(name) or [None] * size for name in self.types}
         return self._encode(full, size, lambda name, i: f"{where}.{name}[{i}]")
 
-    def _check_names(self, row: Mapping[str, Any], where: str) -> None:
+    def check_names(self, row: Any, where: str) -> None:
         if not isinstance(row, Mapping):
             raise BadRequest(f"{where}: expected a JSON object of raw features by name")
         for name in row:
@@ -112,22 +191,83 @@ class ExampleEncoder:
                 f"{where}: unknown feature {name!r}; serving features: {', '.join(self.types)}"
             )
 
+    def _encode_plain_row(self, row: Mapping[str, Any]) -> bytes | None:
+        """The common one-row request, when every value is a plain valid scalar; else None.
+
+        It accepts only what :meth:`_encode` accepts and gives the same bytes (tested); anything
+        else (lists, b64, an invalid value) takes :meth:`_encode`, which names what is wrong.
+        Skipping the per-column checks saves about half of a row's encoding time.
+        """
+        entries = []
+        for name in self._order:
+            value = row.get(name)
+            if value is None:
+                continue
+            writer, kind, cls = self._writers[name], self.types[name], type(value)
+            if kind == "FLOAT64" and (cls is float or cls is int):
+                try:
+                    if not math.isfinite(value):
+                        return None
+                    entries.append(writer.entry(_FLOAT32.pack(value)))
+                except OverflowError:
+                    return None
+            elif kind == "INT64" and cls is int and INT64_MIN <= value <= INT64_MAX:
+                entries.append(writer.entry(value))
+            elif kind == "STRING" and cls is str and value.isascii():
+                entries.append(writer.entry(value.encode()))
+            else:
+                return None
+        return serialize_example(entries)
+
     def _encode(self, columns: Mapping[str, list], size: int, where: _Where) -> list[bytes]:
         if size == 0:
             return []
-        typed = {
-            name: _typed_values(values, self.types[name], name, where)
-            for name, values in columns.items()
-        }
-        if size <= SMALL_BATCH:
-            return _proto_examples(typed, self.types, size)
-        return _arrow_examples(typed, self.types)
+        rows: list[list[bytes]] = [[] for _ in range(size)]
+        for name in self._order:  # sorted keys: protobuf's deterministic map order
+            values = typed_values(columns[name], self.types[name], name, where)
+            writer = self._writers[name]
+            for entries, value in zip(rows, values, strict=True):
+                if value is not None:
+                    entries.append(writer.entry(value))
+        return [serialize_example(entries) for entries in rows]
+
+    # ---- examples a client serialized itself -------------------------------------------------
+
+    def check_example(self, serialized: bytes, where: str) -> None:
+        """A 400 unless ``serialized`` is a ``tf.Example`` the model can read.
+
+        Each serving feature it holds must have its column's kind, at most one value, and finite
+        floats; other features are ignored by the model, as in TF Serving.
+        """
+        try:
+            example = example_pb2.Example.FromString(serialized)
+        except (DecodeError, RuntimeError) as error:
+            raise BadRequest(f"{where}: not a serialized tf.Example ({error})") from None
+        features = example.features.feature
+        for name, kind in self.types.items():
+            if name not in features:
+                continue
+            feature = features[name]
+            present = feature.WhichOneof("kind")
+            if present is None:
+                continue
+            if present != _LIST_KINDS[kind]:
+                raise BadRequest(
+                    f"{where}: feature {name!r} is a {present}; the model reads {kind} "
+                    f"({_LIST_KINDS[kind]})"
+                )
+            values = getattr(feature, present).value
+            if len(values) > 1:
+                raise BadRequest(f"{where}: feature {name!r} holds {len(values)} values; one")
+            if kind == "FLOAT64" and values and not math.isfinite(values[0]):
+                raise BadRequest(f"{where}: feature {name!r} is {values[0]!r}, not finite")
 
 
-def _typed_values(values: list, kind: str, name: str, where: _Where) -> list:
-    """``values`` checked against the column type, unwrapped to scalars or None.
+def typed_values(values: list, kind: str, name: str, where: _Where) -> list:
+    """``values`` checked against the column type and encoded for the wire, None for missing.
 
-    Works on the set of Python types in the column, so a well-typed column costs one pass.
+    Floats become their float32 bytes, strings UTF-8 bytes, integers stay ints. Works on the set
+    of Python types in the column, so a well-typed column costs one pass plus the encoding.
     """
     seen = set(map(type, values))
     if list in seen:
@@ -144,17 +284,25 @@ def _typed_values(values: list, kind: str, name: str, where: _Where) -> list:
     allowed = _ALLOWED[kind]
     if not seen <= allowed:
         index, bad = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
-        raise BadRequest(f"{where(name, index)}: expected {_EXPECTED[kind]}, got {_json_type(bad)}")
-    if kind == "INT64" and int in seen:
-        present = [v for v in values if v is not None]
-        if min(present) < _INT64_MIN or max(present) > _INT64_MAX:
-            index = next(
-                i
-                for i, v in enumerate(values)
-                if v is not None and not _INT64_MIN <= v <= _INT64_MAX
-            )
-            raise BadRequest(f"{where(name, index)}: integer out of INT64 range")
+        raise BadRequest(f"{where(name, index)}: expected {_EXPECTED[kind]}, got {json_type(bad)}")
+    if kind == "FLOAT64":
+        return [
+            None if v is None else float32_bytes(v, where(name, i)) for i, v in enumerate(values)
+        ]
+    if kind == "STRING":
+        return [v if type(v) is not str else utf8(v, where(name, i)) for i, v in enumerate(values)]
+    if int in seen:
+        check_int64(values, lambda i: where(name, i))
     return values
+
+
+def check_int64(values: list, where: Callable[[int], str]) -> None:
+    present = [v for v in values if v is not None]
+    if present and (min(present) < INT64_MIN or max(present) > INT64_MAX):
+        index = next(
+            i for i, v in enumerate(values) if v is not None and not INT64_MIN <= v <= INT64_MAX
+        )
+        raise BadRequest(f"{where(index)}: integer out of INT64 range")
 
 
 def _unwrap(value: Any, where: str) -> Any:
@@ -175,68 +323,34 @@ def _integral(value: Any, where: str) -> Any:
     return int(value)
 
 
-def _proto_examples(
-    columns: Mapping[str, list], types: Mapping[str, str], size: int
-) -> list[bytes]:
-    """Small batches: fill ``tf.Example`` protos directly, as the Arrow encoder would.
-
-    Like :func:`_arrow_examples`, a missing value becomes a present but empty value list.
-    """
-    examples = [example_pb2.Example() for _ in range(size)]
-    for name, values in columns.items():
-        kind = types[name]
-        for example, value in zip(examples, values, strict=True):
-            value_list = getattr(example.features.feature[name], _PROTO_LISTS[kind])
-            if value is None:
-                value_list.SetInParent()
-            elif type(value) is str:
-                value_list.value.append(value.encode())
-            else:
-                value_list.value.append(value)
-    return [example.SerializeToString() for example in examples]
-
-
-def _arrow_examples(columns: Mapping[str, list], types: Mapping[str, str]) -> list[bytes]:
-    """Large batches: one Arrow list column per feature, encoded by tfx_bsl in C++."""
-    arrays = [_list_array(values, types[name]) for name, values in columns.items()]
-    batch = pa.RecordBatch.from_arrays(arrays, names=list(columns))
-    return RecordBatchToExamplesEncoder().encode(batch)
-
-
-def _list_array(values: list, kind: str) -> pa.LargeListArray:
-    """``large_list<type>`` with ``[value]`` per present value and ``[]`` per missing one."""
-    flat = pa.array(values, type=_ARROW_TYPES[kind], from_pandas=False)
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    if flat.null_count:
-        np.cumsum(flat.is_valid().to_numpy(zero_copy_only=False), out=offsets[1:])
-        flat = flat.drop_null()
-    else:
-        offsets[1:] = np.arange(1, len(values) + 1)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
-
-
 def instance_examples(
     encoder: ExampleEncoder, instances: Iterable[Any], where: str, input_name: str
 ) -> list[bytes]:
-    """Serialized examples for row-format instances, raw JSON objects and ``b64`` ones mixed.
+    """Serialized examples for row-format instances: serialized ones and raw JSON objects mixed.
 
-    An instance is ``{"b64": ...}``, ``{input_name: {"b64": ...}}`` or raw features by name; rows
-    of raw features are encoded together, then every example is put back in request order.
+    An instance is ``{"b64": ...}``, ``{input_name: {"b64": ...}}``, a plain string (TF Serving
+    reads it as the serialized bytes) or raw features by name; rows of raw features are encoded
+    together, then every example is put back in request order. Serialized examples are checked.
     """
     instances = list(instances)
     serialized: list[bytes | None] = [None] * len(instances)
     raw_rows, raw_positions = [], []
     for index, instance in enumerate(instances):
         here = f"{where}[{index}]"
-        if not isinstance(instance, dict):
-            raise BadRequest(f"{here}: expected a JSON object, got {_json_type(instance)}")
-        if set(instance) == {"b64"}:
-            serialized[index] = decode_b64(instance, here)
-        elif set(instance) == {input_name}:
-            serialized[index] = decode_b64(instance[input_name], f"{here}.{input_name}")
-        else:
+        value = instance
+        if isinstance(instance, dict) and set(instance) == {input_name}:
+            value, here = instance[input_name], f"{here}.{input_name}"
+        if isinstance(value, str):
+            serialized[index] = utf8(value, here)
+        elif isinstance(value, dict) and "b64" in value:
+            serialized[index] = decode_b64(value, here)
+        elif isinstance(instance, dict):
             raw_rows.append(instance)
             raw_positions.append(index)
+            continue
+        else:
+            raise BadRequest(f"{here}: expected a JSON object, got {json_type(value)}")
+        encoder.check_example(serialized[index], here)
     if raw_rows:
         encoded = encoder.encode_rows(raw_rows, where, raw_positions)
         for position, example in zip(raw_positions, encoded, strict=True):

@@ -1,6 +1,8 @@
 """A sample of served requests, as raw ``tf.Example`` TFRecord files, for the serving-log check.
 
-The examples are exactly what the model received (JSON requests already encoded), so the
+The examples record exactly what was sent: those the model received (JSON requests already
+encoded, a missing value as an absent feature), or for a signature fed raw tensors
+(``serving_raw``) the same rows as examples, its missing-value markers as absent features. So the
 validation stage can compute serving statistics with TFDV and compare them with training's
 (skew). Sampled examples are buffered and written as whole files: each goes to a hidden temporary
 name and is renamed to ``requests-<UTC time>-<pid>-<seq>.tfrecord`` when complete, so a reader
@@ -52,16 +54,18 @@ class RequestLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def maybe_record(self, examples: list[bytes]) -> bool:
-        """Keep this request's examples with probability ``sample_rate``; never raises."""
+    def sample(self) -> bool:
+        """Whether to keep the current request (probability ``sample_rate``)."""
         with self._lock:
-            if self._random.random() >= self.sample_rate:
-                return False
+            return self._random.random() < self.sample_rate
+
+    def record(self, examples: list[bytes]) -> None:
+        """Buffer a sampled request's examples; never raises."""
+        with self._lock:
             self._buffer.extend(examples)
             full = len(self._buffer) >= self._flush_records
         if full:
             self.flush()
-        return True
 
     def flush(self) -> Path | None:
         """Write the buffered examples as one new file; returns its path (None if empty)."""
