@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from pipeline.serving.errors import BadRequest, NotFound
 from pipeline.serving.layout import SAVED_MODEL_FILE, complete_versions, read_blessing, version_dir
@@ -42,6 +42,11 @@ class LoadedModel:
     input_names: Mapping[str, str]  # signature -> its one string input
     signature_defs: Mapping[str, dict]
     blessing: dict | None
+    # Every SignatureDef of the export as TF Serving reads it (``__saved_model_init_op`` too):
+    # the gRPC API checks method names and named inputs against these and returns them whole.
+    signature_protos: Mapping[str, meta_graph_pb2.SignatureDef] = dataclasses.field(
+        default_factory=dict
+    )
 
     def input_name(self, signature_name: str) -> str:
         if signature_name not in self.signatures:
@@ -59,6 +64,17 @@ class LoadedModel:
             raise BadRequest(f"examples: {_short_tf_message(error)}") from None
         return {name: value.numpy() for name, value in outputs.items()}
 
+    def run_tensors(
+        self, signature_name: str, inputs: Mapping[str, tf.Tensor]
+    ) -> dict[str, np.ndarray]:
+        """Outputs of any signature of the export, fed named tensors (e.g. ``serving_raw``).
+
+        The caller checks names, dtypes and shapes against :attr:`signature_protos` first;
+        TensorFlow's own errors (e.g. unparsable examples) propagate unchanged.
+        """
+        outputs = self.saved_model.signatures[signature_name](**inputs)
+        return {name: value.numpy() for name, value in outputs.items()}
+
 
 def _short_tf_message(error: tf.errors.OpError) -> str:
     """The line of a TF error that says what was wrong (e.g. ``Key: fare. Data types ...``)."""
@@ -68,11 +84,16 @@ def _short_tf_message(error: tf.errors.OpError) -> str:
     return (useful or ["the examples could not be parsed"])[0][:300]
 
 
-def signature_defs(export_dir: Path) -> dict[str, dict]:
-    """The SavedModel's signature_defs as TF Serving's metadata JSON shows them."""
+def signature_protos(export_dir: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """Every SignatureDef of the SavedModel's (first, serving) meta graph, by name."""
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((Path(export_dir) / SAVED_MODEL_FILE).read_bytes())
-    defs = proto.meta_graphs[0].signature_def
+    return dict(proto.meta_graphs[0].signature_def)
+
+
+def signature_defs(export_dir: Path) -> dict[str, dict]:
+    """The SavedModel's signature_defs as TF Serving's metadata JSON shows them."""
+    defs = signature_protos(export_dir)
     return {
         name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
         for name, definition in sorted(defs.items())
@@ -99,10 +120,29 @@ def load_version(export_dir: Path, version: int) -> LoadedModel:
         input_names=input_names,
         signature_defs={k: v for k, v in signature_defs(export_dir).items() if k in signatures},
         blessing=read_blessing(export_dir),
+        signature_protos=signature_protos(export_dir),
     )
     for name in signatures:
         model.run(name, [b""])
+    for name, function in loaded.signatures.items():
+        if name not in signatures:
+            _warm_up_on_empty_batch(name, function)
     return model
+
+
+def _warm_up_on_empty_batch(name: str, function: Callable) -> None:
+    """Call a named-tensor signature (e.g. ``serving_raw``) once on zero rows, for the same
+    reason; a signature that cannot take an empty batch is simply left cold."""
+    specs = function.structured_input_signature[1]
+    if not all(
+        s.shape.rank and s.shape[0] is None and s.shape[1:].is_fully_defined()
+        for s in specs.values()
+    ):
+        return
+    try:
+        function(**{key: tf.zeros([0, *s.shape[1:]], s.dtype) for key, s in specs.items()})
+    except (tf.errors.OpError, TypeError, ValueError):
+        log.info("signature %s does not take an empty batch; not warmed up", name)
 
 
 @dataclasses.dataclass(frozen=True)

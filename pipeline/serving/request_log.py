@@ -17,6 +17,7 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import tensorflow as tf
@@ -57,6 +58,27 @@ class RequestLog:
         with self._lock:
             if self._random.random() >= self.sample_rate:
                 return False
+            self._buffer.extend(examples)
+            full = len(self._buffer) >= self._flush_records
+        if full:
+            self.flush()
+        return True
+
+    def maybe_record_encoded(self, encode: Callable[[], list[bytes]]) -> bool:
+        """Like :meth:`maybe_record`, but builds the examples only for a sampled request.
+
+        For requests that do not arrive as serialized examples (named raw tensors), where
+        encoding every request would cost more than the sample is worth.
+        """
+        with self._lock:
+            if self._random.random() >= self.sample_rate:
+                return False
+        try:
+            examples = encode()
+        except Exception:  # logging must never break serving
+            log.exception("could not encode a request for the request log")
+            return False
+        with self._lock:
             self._buffer.extend(examples)
             full = len(self._buffer) >= self._flush_records
         if full:
