@@ -82,6 +82,7 @@ def running_server(model_base: Path, workdir: Path, *extra: str) -> Iterator[Cli
     command = [
         *(PYTHON, "-m", "pipeline.serve", "--model-base", str(model_base)),
         *("--model-name", MODEL, "--port", str(port), "--poll-seconds", "0.5"),
+        *("--grpc-port", "0"),  # REST only: gRPC has its own tests (test_grpc_serve.py)
         *extra,
     ]
     with open(log_path, "w") as log:
