@@ -46,7 +46,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from pipeline.export import MISSING_INT64, raw_inputs
+from pipeline.export import raw_inputs
 from pipeline.predict import raw_examples
 from pipeline.push import push
 from pipeline.serving.models import signature_protos
@@ -560,50 +560,51 @@ def test_classify_and_regress_need_their_signature_shapes(taxi_server, eval_batc
     assert error.details() == "No signature was found with the name: nope"
 
 
-def test_grpc_requests_are_logged_as_raw_examples(taxi_server, taxi_dirs, eval_batch, taxi):
-    _, records = eval_batch
-    row = {c.name: None for c in taxi.serving_columns}
-    row.update(fare=4321.5, payment_type="Cash", trip_start_hour=7)
-    raw = predict_request("serving_raw", **raw_inputs(taxi, [row]))
+def test_grpc_requests_are_logged_as_the_model_received_them(
+    taxi_server, taxi_dirs, eval_batch, taxi
+):
+    """Examples as sent; raw tensors as raw examples where a marked missing value is absent."""
+    missing = {c.name: None for c in taxi.serving_columns}
+    rows = [
+        {**missing, "fare": 4321.5, "payment_type": "Cash", "company": "Sun Taxi"},
+        {**missing, "fare": 4322.5, "payment_type": "Cash", "trip_start_hour": 7},
+    ]
+    raw = predict_request("serving_raw", **raw_inputs(taxi, rows))
     assert taxi_server.predictions.Predict(raw, timeout=30).outputs
-    marked = dict(records[0], fare=[1234.5])
-    examples, _ = raw_examples_from_records(taxi, [marked])
-    by_example = predict_request(examples=tf.make_tensor_proto(examples, dtype=tf.string))
+    marked = tf.train.Example.FromString(eval_batch[0][0])
+    marked.features.feature["fare"].float_list.value[:] = [1234.5]
+    sent = marked.SerializeToString()
+    by_example = predict_request(examples=tf.make_tensor_proto([sent], dtype=tf.string))
     assert taxi_server.predictions.Predict(by_example, timeout=30).outputs
 
-    def logged(fare: float) -> list[tf.train.Example]:
-        found = [
-            e
-            for e in logged_examples(taxi_dirs["log"])
-            if list(e.features.feature["fare"].float_list.value) == [fare]
-        ]
+    def logged(*fares: float) -> list[bytes]:
+        found = []
+        for record in logged_records(taxi_dirs["log"]):
+            fare = tf.train.Example.FromString(record).features.feature["fare"].float_list.value
+            if list(fare) in ([f] for f in fares):
+                found.append(record)
         return found
 
-    (from_raw,) = wait_for(lambda: logged(4321.5), what="the raw-tensor request in the log")
-    features = from_raw.features.feature
-    assert sorted(features) == ["fare", "payment_type", "trip_start_hour"]  # missing: absent
-    assert features["payment_type"].bytes_list.value == [b"Cash"]
-    assert features["trip_start_hour"].int64_list.value == [7]
-    wait_for(lambda: logged(1234.5), what="the example request in the log")
-    assert examples[0] in logged_records(taxi_dirs["log"])  # exactly what the model received
-    # No missing-value marker reaches the log as if it were a value.
-    logged_ints = {
-        value
-        for example in logged_examples(taxi_dirs["log"])
-        for feature in example.features.feature.values()
-        for value in feature.int64_list.value
+    from_raw = wait_for(lambda: len(logged(4321.5, 4322.5)) == 2 and logged(4321.5, 4322.5))
+    first, second = (tf.train.Example.FromString(r).features.feature for r in from_raw)
+    assert sorted(first) == ["company", "fare", "payment_type"]  # the missing ones are absent
+    assert sorted(second) == ["fare", "payment_type", "trip_start_hour"]
+    assert first["company"].bytes_list.value == [b"Sun Taxi"]
+    assert second["trip_start_hour"].int64_list.value == [7]
+    assert wait_for(lambda: logged(1234.5), what="the example request") == [sent]  # as sent
+
+    # TFDV, as the serving-log check runs it, counts the absent values as missing.
+    from tensorflow_data_validation.statistics.stats_impl import generate_statistics_in_memory
+    from tfx_bsl.coders import example_coder
+
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(from_raw)
+    stats = generate_statistics_in_memory(batch).datasets[0]
+    common = {
+        f.path.step[0]: (f.num_stats if f.HasField("num_stats") else f.string_stats).common_stats
+        for f in stats.features
     }
-    assert MISSING_INT64 not in logged_ints
-
-
-def raw_examples_from_records(taxi, records: list[dict]) -> tuple[list[bytes], list[dict]]:
-    from pipeline.serving.examples import ExampleEncoder
-
-    rows = [{k: (v[0] if v else None) for k, v in record.items()} for record in records]
-    rows = [
-        {k: (v.decode() if isinstance(v, bytes) else v) for k, v in row.items()} for row in rows
-    ]
-    return ExampleEncoder(taxi).encode_rows(rows, "test"), rows
+    assert (common["company"].num_missing, common["trip_start_hour"].num_missing) == (1, 1)
+    assert common["fare"].num_missing == 0 and common["fare"].min_num_values == 1
 
 
 def test_pushed_version_is_picked_up(taxi_server, taxi_dirs, trained_export, eval_batch):
@@ -957,3 +958,40 @@ def test_deadlines_and_the_concurrency_cap(toy_server):
     wait_for(lambda: 888.0 in logged_xs(), what="the last call in the request log")
     # The call that waited past its deadline and the one over the cap never ran.
     assert 777.0 not in logged_xs() and 999.0 not in logged_xs()
+
+
+def test_work_past_the_deadline_stops_before_the_model():
+    """grpcio drops a call whose client gave up before its handler started (the waiting call
+    above); a call whose deadline passes inside the handler, e.g. while a large request is
+    parsed, is stopped by the servicers' check before the model runs."""
+    from concurrent import futures
+
+    from pipeline.serving.grpc_service import answer
+
+    ran: list[bool] = []
+
+    def handler(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(0.5)  # the work before the model
+        return answer(context, lambda: ran.append(True) or b"")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "check", {"run": grpc.unary_unary_rpc_method_handler(handler)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/check/run")
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"", timeout=0.2)
+            assert caught.value.code() == CODE.DEADLINE_EXCEEDED
+            time.sleep(0.6)
+            assert ran == []
+            assert call(b"", timeout=30) == b"" and ran == [True]
+    finally:
+        server.stop(None)
