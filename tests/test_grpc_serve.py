@@ -713,7 +713,7 @@ def toy_server(toy_export) -> Iterator[tuple[Endpoint, Path]]:
     root = toy_export.parents[1]
     extra = [
         *("--request-log", str(root / "request-log"), "--request-log-sample", "1.0"),
-        *("--request-log-flush-seconds", "0.5", "--signature-method-name-check"),
+        *("--request-log-flush-seconds", "0.5", "--enable-signature-method-name-check"),
         *("--grpc-threads", "1", "--grpc-max-concurrent-rpcs", "2"),
     ]
     with serving(toy_export.parent, root, *extra) as endpoint:

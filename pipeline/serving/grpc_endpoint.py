@@ -147,19 +147,22 @@ def add_grpc_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_BATCH_SIZE,
         help="rows (examples) one request may carry",
     )
-    group.add_argument(
-        "--signature-method-name-check",
-        action="store_true",
-        help="Classify/Regress/Predict need signatures of that method_name, as TF Serving's "
-        "--enable_signature_method_name_check (off: the signature's inputs and outputs decide)",
-    )
-    group.add_argument(
-        "--version-label",
-        action="append",
-        default=[],
-        metavar="LABEL=VERSION",
-        help="model_spec.version_label LABEL means VERSION (repeatable), e.g. stable=3",
-    )
+    # Shared with the REST API, which may define them first.
+    if parser.get_default("enable_signature_method_name_check") is None:
+        group.add_argument(
+            "--enable-signature-method-name-check",
+            action="store_true",
+            help="as TF Serving's flag: Classify/Regress/Predict also check the signature's "
+            "method_name (off: its inputs and outputs decide)",
+        )
+    if parser.get_default("version_label") is None:
+        group.add_argument(
+            "--version-label",
+            action="append",
+            default=[],
+            metavar="LABEL=VERSION",
+            help="model_spec.version_label LABEL means VERSION (repeatable), e.g. stable=3",
+        )
 
 
 def version_labels(pairs: Sequence[str]) -> dict[str, int]:
@@ -184,7 +187,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[GrpcSettings, ApiOptio
     )
     options = ApiOptions(
         max_batch_size=args.grpc_max_batch_size,
-        rules=SignatureRules(method_name_check=args.signature_method_name_check),
+        rules=SignatureRules(method_name_check=args.enable_signature_method_name_check),
         version_labels=version_labels(args.version_label),
     )
     return settings, options

@@ -115,8 +115,7 @@ class ServedModels:
                     f"(model_spec.version_label; labels: {known})"
                 )
             version = self.options.version_labels[spec.version_label]
-        wanted = f"Specific({spec.name}, {version})" if version is not None else None
-        wanted = wanted or f"Latest({spec.name})"
+        wanted = f"Latest({spec.name})" if version is None else f"Specific({spec.name}, {version})"
         if spec.name != self.model_name:
             raise not_found(
                 f"Servable not found for request: {wanted} (model_spec.name: this server "
@@ -133,7 +132,8 @@ class ServedModels:
         """Run a signature; a TensorFlow error the input caused becomes its status."""
         tensors = {name: tf.constant(value) for name, value in inputs.items()}
         try:
-            return model.run_tensors(signature_name, tensors)
+            outputs = model.saved_model.signatures[signature_name](**tensors)
+            return {name: value.numpy() for name, value in outputs.items()}
         except tf.errors.OpError as error:
             code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.INTERNAL)
             if code not in _CLIENT_TF_ERRORS:
@@ -145,14 +145,19 @@ class ServedModels:
             raise invalid_argument(_unparsable(inputs, where)) from None
 
     def log_examples(self, examples: list[bytes]) -> None:
-        if self.request_log is not None:
-            self.request_log.maybe_record(examples)
+        if self.request_log is not None and self.request_log.sample():
+            self.request_log.record(examples)
 
     def log_raw_columns(self, columns: Mapping[str, np.ndarray]) -> None:
-        if self.request_log is not None:
-            self.request_log.maybe_record_encoded(
-                lambda: raw_tensor_examples(columns, self.raw_columns)
-            )
+        """Encode raw columns as examples only for a sampled request (the encoding costs)."""
+        if self.request_log is None or not self.request_log.sample():
+            return
+        try:
+            examples = raw_tensor_examples(columns, self.raw_columns)
+        except Exception:  # logging must never break serving
+            log.exception("could not encode a raw-tensor request for the request log")
+            return
+        self.request_log.record(examples)
 
     def check_batch(self, size: int, where: str) -> None:
         if size == 0:
@@ -162,6 +167,11 @@ class ServedModels:
                 f"{where}: a batch of {size} is larger than the maximum of "
                 f"{self.options.max_batch_size} (--grpc-max-batch-size)"
             )
+
+
+def definitions(model: LoadedModel) -> Mapping[str, SignatureDef]:
+    """Every SignatureDef of a loaded version, as the export declares it."""
+    return model.signature_protos
 
 
 def _unparsable(inputs: Mapping[str, Any], where: str) -> str:
@@ -271,7 +281,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         _require_model_spec(request)
         model = served.resolve(request.model_spec)
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = served.options.rules.predict_signature(model.signature_protos, name)
+        signature = served.options.rules.predict_signature(definitions(model), name)
         inputs = self._predict_inputs(signature, request.inputs)
         aliases = output_aliases(signature, request.output_filter)
         check_deadline(context)
@@ -325,7 +335,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         _require_model_spec(request)
         model = served.resolve(request.model_spec)
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        check(model.signature_protos, name)
+        check(definitions(model), name)
         examples = serialized_examples(request.input, "input", served)
         check_deadline(context)
         outputs = served.run(model, name, {INPUTS: np.array(examples, dtype=object)}, "input")
@@ -355,7 +365,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         # TF Serving takes the model and version from the first task.
         spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         model = served.resolve(spec)
-        tasks = served.options.rules.inference_tasks(model.signature_protos, request.tasks)
+        tasks = served.options.rules.inference_tasks(definitions(model), request.tasks)
         examples = serialized_examples(request.input, "input", served)
         check_deadline(context)
         tensor = {INPUTS: np.array(examples, dtype=object)}
@@ -389,7 +399,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = model.version
         if SIGNATURE_DEF_FIELD in fields:
             signatures = get_model_metadata_pb2.SignatureDefMap()
-            for name, signature in model.signature_protos.items():
+            for name, signature in definitions(model).items():
                 signatures.signature_def[name].CopyFrom(signature)
             response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
         if BLESSING_FIELD in fields:

@@ -64,17 +64,6 @@ class LoadedModel:
             raise BadRequest(f"examples: {_short_tf_message(error)}") from None
         return {name: value.numpy() for name, value in outputs.items()}
 
-    def run_tensors(
-        self, signature_name: str, inputs: Mapping[str, tf.Tensor]
-    ) -> dict[str, np.ndarray]:
-        """Outputs of any signature of the export, fed named tensors (e.g. ``serving_raw``).
-
-        The caller checks names, dtypes and shapes against :attr:`signature_protos` first;
-        TensorFlow's own errors (e.g. unparsable examples) propagate unchanged.
-        """
-        outputs = self.saved_model.signatures[signature_name](**inputs)
-        return {name: value.numpy() for name, value in outputs.items()}
-
 
 def _short_tf_message(error: tf.errors.OpError) -> str:
     """The line of a TF error that says what was wrong (e.g. ``Key: fare. Data types ...``)."""

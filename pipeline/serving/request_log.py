@@ -17,7 +17,6 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import tensorflow as tf
@@ -64,26 +63,18 @@ class RequestLog:
             self.flush()
         return True
 
-    def maybe_record_encoded(self, encode: Callable[[], list[bytes]]) -> bool:
-        """Like :meth:`maybe_record`, but builds the examples only for a sampled request.
-
-        For requests that do not arrive as serialized examples (named raw tensors), where
-        encoding every request would cost more than the sample is worth.
-        """
+    def sample(self) -> bool:
+        """Whether to keep the current request (probability ``sample_rate``)."""
         with self._lock:
-            if self._random.random() >= self.sample_rate:
-                return False
-        try:
-            examples = encode()
-        except Exception:  # logging must never break serving
-            log.exception("could not encode a request for the request log")
-            return False
+            return self._random.random() < self.sample_rate
+
+    def record(self, examples: list[bytes]) -> None:
+        """Buffer a sampled request's examples; never raises."""
         with self._lock:
             self._buffer.extend(examples)
             full = len(self._buffer) >= self._flush_records
         if full:
             self.flush()
-        return True
 
     def flush(self) -> Path | None:
         """Write the buffered examples as one new file; returns its path (None if empty)."""
