@@ -52,7 +52,7 @@ from pipeline.push import push
 from pipeline.serving.models import signature_protos
 from pipeline.serving.rpc_status import RpcError
 from pipeline.serving.signature_rules import CLASSIFY, PREDICT, REGRESS, SignatureRules
-from tests.conftest import PYTHON, subprocess_env
+from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +82,7 @@ class Endpoint:
     """One server process: its REST port and the official gRPC stubs on one channel."""
 
     rest_port: int
+    grpc_port: int
     channel: grpc.Channel
     predictions: prediction_service_pb2_grpc.PredictionServiceStub
     models: model_service_pb2_grpc.ModelServiceStub
@@ -122,6 +123,7 @@ def serving(model_base: Path, workdir: Path, *extra: str) -> Iterator[Endpoint]:
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     endpoint = Endpoint(
         rest_port,
+        grpc_port,
         channel,
         prediction_service_pb2_grpc.PredictionServiceStub(channel),
         model_service_pb2_grpc.ModelServiceStub(channel),
@@ -607,6 +609,17 @@ def test_grpc_requests_are_logged_as_the_model_received_them(
     assert common["fare"].num_missing == 0 and common["fare"].min_num_values == 1
 
 
+def test_the_readme_client_snippet_runs(taxi_server, capsys):
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("### Serving over gRPC") :]
+    snippet = section[section.index("```python\n") + len("```python\n") :]
+    snippet = snippet[: snippet.index("```")]
+    assert "localhost:8500" in snippet
+    exec(snippet.replace("localhost:8500", f"127.0.0.1:{taxi_server.grpc_port}"), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("1 [0.") and "state: AVAILABLE" in printed
+
+
 def test_pushed_version_is_picked_up(taxi_server, taxi_dirs, trained_export, eval_batch):
     """Last among the taxi server's tests: it leaves version 2 serving."""
     trained, exported = trained_export
@@ -632,7 +645,12 @@ def test_pushed_version_is_picked_up(taxi_server, taxi_dirs, trained_export, eva
 
 # ---- an export with classify and regress signatures ----------------------------------------
 
-TOY_METHODS = {"classification": CLASSIFY, "regression": REGRESS, "bad_classes": CLASSIFY}
+TOY_METHODS = {
+    "classification": CLASSIFY,
+    "regression": REGRESS,
+    "bad_classes": CLASSIFY,
+    "other_method": "example/other",
+}
 
 
 def write_toy_export(directory: Path) -> Path:
@@ -641,7 +659,8 @@ def write_toy_export(directory: Path) -> Path:
     ``classification`` (``inputs`` -> ``classes``, ``scores``) and ``regression`` (``inputs`` ->
     ``outputs`` = 3x + 1) get their method names as TF1/Estimator exports carry them;
     ``classification_tf2`` is the same function with TensorFlow 2's ``predict`` method name;
-    ``bad_classes`` returns integer classes; ``slow`` busy-waits ``seconds``.
+    ``bad_classes`` returns integer classes; ``other_method`` has a method of no TF Serving API;
+    ``slow`` busy-waits ``seconds``.
     """
     spec = {"x": tf.io.FixedLenFeature([], tf.float32, default_value=0.0)}
     module = tf.Module()
@@ -681,6 +700,10 @@ def write_toy_export(directory: Path) -> Path:
             "scores": result["scores"],
         }
 
+    @tf.function(input_signature=strings)
+    def other_method(examples):
+        return {"value": 3.0 * x_of(examples) + 1.0}
+
     @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
     def slow(seconds):
         start = tf.timestamp()
@@ -691,7 +714,10 @@ def write_toy_export(directory: Path) -> Path:
         )
         return {"iterations": iterations}
 
-    functions = [serving_default, classification, classification_tf2, regression, bad_classes, slow]
+    functions = [
+        *(serving_default, classification, classification_tf2, regression),
+        *(bad_classes, other_method, slow),
+    ]
     signatures = {f.__name__: f.get_concrete_function() for f in functions}
     tf.saved_model.save(module, str(directory), signatures=signatures)
     path = directory / "saved_model.pb"
@@ -868,6 +894,12 @@ TOY_REFUSALS = {
         lambda: _multi((MODEL, "nope", CLASSIFY)),
         CODE.INVALID_ARGUMENT,
         "Requested signature not found in model graph: nope (tasks[0])",
+    ),
+    "predict-other-method": (
+        "Predict",
+        lambda: predict_request("other_method", examples=[b""]),
+        CODE.FAILED_PRECONDITION,
+        "Expected prediction signature method_name to be one of",
     ),
     "slow-takes-a-float": (
         "Predict",
