@@ -9,7 +9,7 @@ Baselines: ``signature_call`` is TensorFlow's own keyword call of the export's
 ``serving_default`` on one serialized example (what any Python client of the SavedModel pays),
 ``signature_call_raw`` the same for ``serving_raw`` on one row of 17 prebuilt tensors. The
 handler timings run :class:`ServingService` (JSON bytes in, JSON bytes out) in this process; the
-HTTP timings start ``python -m pipeline.serve`` on a free loopback port and send one-row
+HTTP timings start ``python -m pipeline.serving`` on a free loopback port and send one-row
 requests over one keep-alive ``http.client`` connection; the concurrency run keeps N such
 connections busy from N threads. Every variant is measured in ``--rounds`` interleaved slices,
 so load that drifts during the run (the machine is shared) hits baseline and HTTP alike; the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -31,28 +32,32 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import pipeline  # noqa: E402, F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-MODEL = "taxi"
-SAMPLE_ROW = {
-    "fare": 12.45,
-    "trip_miles": 2.3,
-    "trip_seconds": 780,
-    "trip_start_timestamp": 1400000000,
-    "trip_start_hour": 16,
-    "trip_start_day": 5,
-    "trip_start_month": 5,
-    "payment_type": "Credit Card",
-    "company": "Flash Cab",
-    "pickup_community_area": 8,
-    "dropoff_community_area": 32,
-    "pickup_latitude": 41.899,
-    "pickup_longitude": -87.633,
-}
+
+
+@dataclasses.dataclass
+class Target:
+    """The dataset whose export is measured, and the model name it is served under."""
+
+    dataset: Any = None
+    model: str = ""
+
+
+TARGET = Target()
+
+
+def choose_target(dataset_name: str | None, model_name: str | None) -> Target:
+    from pipeline.datasets import get_dataset
+
+    dataset = get_dataset(dataset_name)
+    TARGET.dataset, TARGET.model = dataset, model_name or dataset.served_model_name
+    return TARGET
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
@@ -67,13 +72,11 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def sample_row(split_dir: Path | None) -> dict:
-    if split_dir is None:
-        return SAMPLE_ROW
-    from pipeline.datasets import get_dataset
+def sample_row(split_dir: Path) -> dict:
+    """The first row of a split as a JSON instance (absent values left out)."""
     from pipeline.predict import raw_examples
 
-    _, records = raw_examples(get_dataset(MODEL), split_dir, 1)
+    _, records = raw_examples(TARGET.dataset, split_dir, 1)
     return {
         k: (v[0].decode() if isinstance(v[0], bytes) else v[0]) for k, v in records[0].items() if v
     }
@@ -81,11 +84,10 @@ def sample_row(split_dir: Path | None) -> dict:
 
 def requests_for(row: dict) -> dict[str, bytes]:
     """The same row as a raw JSON instance, a b64 example and serving_raw named tensors."""
-    from pipeline.datasets import get_dataset
     from pipeline.export import RAW_SIGNATURE, raw_instances
     from pipeline.serving.examples import ExampleEncoder
 
-    dataset = get_dataset(MODEL)
+    dataset = TARGET.dataset
     example = ExampleEncoder(dataset).encode_rows([row], "bench")[0]
     b64 = {"b64": base64.b64encode(example).decode()}
     raw = {"signature_name": RAW_SIGNATURE, "instances": raw_instances(dataset, [row])}
@@ -101,7 +103,6 @@ def baselines(model_base: Path, row: dict, example: bytes) -> dict[str, Callable
     """TensorFlow's own signature calls, on inputs built once."""
     import tensorflow as tf
 
-    from pipeline.datasets import get_dataset
     from pipeline.export import raw_inputs
     from pipeline.serving.layout import complete_versions, version_dir
 
@@ -109,7 +110,7 @@ def baselines(model_base: Path, row: dict, example: bytes) -> dict[str, Callable
     loaded = tf.saved_model.load(str(newest))
     default, raw = loaded.signatures["serving_default"], loaded.signatures["serving_raw"]
     examples = tf.constant([example])
-    tensors = {k: tf.constant(v) for k, v in raw_inputs(get_dataset(MODEL), [row]).items()}
+    tensors = {k: tf.constant(v) for k, v in raw_inputs(TARGET.dataset, [row]).items()}
     return {
         "signature_call": lambda: default(examples=examples),
         "signature_call_raw": lambda: raw(**tensors),
@@ -118,17 +119,16 @@ def baselines(model_base: Path, row: dict, example: bytes) -> dict[str, Callable
 
 
 def handlers(model_base: Path, bodies: dict[str, bytes]) -> dict[str, Callable[[], object]]:
-    from pipeline.datasets import get_dataset
     from pipeline.serving.models import ModelRegistry
     from pipeline.serving.service import ServingService
 
     registry = ModelRegistry(model_base)
     registry.refresh()
-    service = ServingService(MODEL, get_dataset(MODEL), registry)
+    service = ServingService(TARGET.model, TARGET.dataset, registry)
     calls = {}
     for name in ("json_row", "b64_row", "raw_row"):
         body = bodies[name]
-        calls[f"handler_{name}"] = lambda body=body: service.predict(MODEL, None, body)
+        calls[f"handler_{name}"] = lambda body=body: service.predict(TARGET.model, None, body)
     return calls
 
 
@@ -139,11 +139,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model_base: Path) -> Iterator[int]:
+def server(model_base: Path, grpc_port: int = 0) -> Iterator[int]:
+    """``python -m pipeline.serving`` on a free REST port (gRPC on ``grpc_port``, 0: off)."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "pipeline.serve", "--model-base", str(model_base)]
-    command += ["--model-name", MODEL, "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "pipeline.serving", "--model-base", str(model_base)]
+    command += ["--dataset", TARGET.dataset.name, "--model-name", TARGET.model]
+    command += ["--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "warning"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, process)
@@ -164,7 +166,7 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> No
             raise RuntimeError("server exited before it was ready")
         with contextlib.suppress(OSError):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", f"/v1/models/{MODEL}")
+            connection.request("GET", f"/v1/models/{TARGET.model}")
             if connection.getresponse().status == 200:
                 return
         time.sleep(0.25)
@@ -179,7 +181,7 @@ class Poster:
 
     def __call__(self, body: bytes) -> None:
         self.connection.request(
-            "POST", f"/v1/models/{MODEL}:predict", body, {"Content-Type": "application/json"}
+            "POST", f"/v1/models/{TARGET.model}:predict", body, {"Content-Type": "application/json"}
         )
         response = self.connection.getresponse()
         payload = response.read()
@@ -244,12 +246,17 @@ def ratio(results: dict, over: str, under: str, key: str = "p50_ms") -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-base", type=Path, required=True)
-    parser.add_argument("--split-dir", type=Path, help="take the request row from this split")
+    parser.add_argument("--dataset", help="the export's dataset (default: the default dataset)")
+    parser.add_argument("--model-name", help="served name (default: the dataset's model name)")
+    parser.add_argument(
+        "--split-dir", type=Path, required=True, help="take the request row from this split"
+    )
     parser.add_argument("--requests", type=int, default=3000, help="per variant")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--concurrent-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
+    choose_target(args.dataset, args.model_name)
     load_before = os.getloadavg()
     row = sample_row(args.split_dir)
     bodies = requests_for(row)

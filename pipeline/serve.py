@@ -1,10 +1,11 @@
-"""``python -m pipeline.serve``: serve versioned exports with TensorFlow Serving's REST API.
+"""``python -m pipeline.serve``: serve versioned exports with TF Serving's REST and gRPC APIs.
 
     python -m pipeline.serve [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
         [--host 127.0.0.1 --port 8501 --poll-seconds 2] \\
         [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N] \\
         [--header-timeout S --body-timeout S --idle-timeout S --max-connections N] \\
-        [--version-label stable=3 ...] [--enable-signature-method-name-check]
+        [--version-label stable=3 ...] [--enable-signature-method-name-check] \\
+        [--grpc-host 127.0.0.1 --grpc-port 8500 (0: off) --grpc-max-concurrent-rpcs N ...]
 
 Serves ``<model_base>/<version>/`` at ``/v1/models/<name>[/versions/<N>|/labels/<label>]``
 (status), ``.../metadata``, ``...:predict``, ``...:classify`` and ``...:regress``. The newest
@@ -15,6 +16,10 @@ version is loaded before the port opens, so a client that can connect finds the 
 Connections are bounded: a request head must arrive within ``--header-timeout`` seconds, its body
 within ``--body-timeout``, an idle keep-alive connection is closed after ``--idle-timeout``, and
 beyond ``--max-connections`` new connections get a 503 (see :mod:`pipeline.serving.connections`).
+
+The same process answers TF Serving's gRPC PredictionService and ModelService on
+``--grpc-port`` (:mod:`pipeline.serving.grpc_endpoint`; ``0`` turns it off), from the same loaded
+versions and into the same request log.
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ from pipeline import console
 if __name__ == "__main__":  # quiet before TensorFlow loads (--verbose shows it all)
     console.silence(verbose="--verbose" in sys.argv)
 
+import grpc
 import uvicorn
 
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.serving.app import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY_BYTES, create_app
 from pipeline.serving.connections import ConnectionLimits, guarded_protocol
+from pipeline.serving.grpc_endpoint import (
+    add_grpc_arguments,
+    create_grpc_server,
+    settings_from_args,
+    version_labels,
+)
+from pipeline.serving.grpc_service import ServedModels
 from pipeline.serving.models import ModelRegistry
 from pipeline.serving.request_log import RequestLog
 from pipeline.serving.service import ServingService
@@ -107,17 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose", action="store_true", help="show TensorFlow's start-up output and warnings"
     )
+    add_grpc_arguments(parser)
     return parser
-
-
-def version_labels(values: list[str]) -> dict[str, int]:
-    labels = {}
-    for value in values:
-        label, sep, version = value.partition("=")
-        if not sep or not label or not version.isdigit():
-            raise SystemExit(f"--version-label {value!r}: expected LABEL=VERSION, e.g. stable=3")
-        labels[label] = int(version)
-    return labels
 
 
 def build_service(args: argparse.Namespace) -> ServingService:
@@ -141,10 +145,35 @@ def build_service(args: argparse.Namespace) -> ServingService:
     )
 
 
+def start_grpc(args: argparse.Namespace, service: ServingService) -> grpc.Server | None:
+    """The gRPC endpoint over the REST service's registry and request log (None if off)."""
+    if not args.grpc_port:
+        return None
+    settings, options = settings_from_args(args)
+    served = ServedModels(
+        service.model_name,
+        args.definition,
+        service.registry,
+        service.request_log,
+        options,
+    )
+    try:
+        server, port = create_grpc_server(served, settings)
+    except RuntimeError as error:
+        raise SystemExit(f"pipeline.serve: {error}") from None
+    log.info("serving %r over gRPC on %s:%d", args.model_name, settings.host, port)
+    return server
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     with exit_on_usage_error():
         args.definition = dataset_from_args(args)
+    try:
+        settings_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     args.model_name = args.model_name or args.definition.served_model_name
     args.model_base = args.model_base or Path("models") / args.model_name
     logging.basicConfig(
@@ -156,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("--max-connections %d is near the file limit %d", limits.max_connections, files)
     service = build_service(args)
     app = create_app(service, args.max_body_bytes, args.poll_seconds, args.body_timeout)
+    grpc_server = start_grpc(args, service)
     log.info(
         "serving %r from %s on http://%s:%d", args.model_name, args.model_base, args.host, args.port
     )
@@ -169,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level.lower(),
         access_log=False,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=5).wait()
+            if service.request_log is not None:  # what gRPC calls logged after REST closed it
+                service.request_log.flush()
 
 
 if __name__ == "__main__":

@@ -6,4 +6,9 @@ Serving's request and response JSON), ``models`` (loading, hot swap), ``request_
 ``signatures`` (what each signature takes, TF Serving's API rules), ``raw_tensors`` (JSON ->
 named tensors), ``service`` (the handlers without HTTP), ``app`` (the ASGI routes) and
 ``connections`` (connection limits) import TensorFlow or uvicorn.
+
+TensorFlow Serving's gRPC API: ``grpc_endpoint`` (the grpcio server, its limits and flags),
+``grpc_service`` (the PredictionService and ModelService servicers), ``signature_rules`` (which
+signature each method may use), ``tensor_protos`` (TensorProto <-> NumPy, checked),
+``raw_tensor_log`` (raw-tensor requests as examples for the request log) and ``rpc_status``.
 """

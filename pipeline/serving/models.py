@@ -113,6 +113,11 @@ class LoadedModel:
     signatures: Mapping[str, Signature]
     signature_defs: Mapping[str, dict]  # TF Serving's metadata JSON of every SignatureDef
     blessing: dict | None
+    # Every SignatureDef of the export as TF Serving reads it (``__saved_model_init_op`` too):
+    # the gRPC API checks method names and named inputs against these and returns them whole.
+    signature_protos: Mapping[str, meta_graph_pb2.SignatureDef] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 def _flat_call(function: Any, inputs: int) -> Callable[[list], dict] | None:
@@ -175,6 +180,7 @@ def load_version(export_dir: Path, version: int) -> LoadedModel:
         signatures=signatures,
         signature_defs=signature_defs(export_dir),
         blessing=read_blessing(export_dir),
+        signature_protos=definitions,
     )
     for signature in signatures.values():
         signature.warm_up()
