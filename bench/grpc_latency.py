@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_latency import (  # noqa: E402
+from serving_latency import (
     TARGET,
     baselines,
     choose_target,
@@ -115,11 +115,12 @@ def measure(args: argparse.Namespace) -> dict:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
         def grpc_caller(request) -> Callable[[], Callable[[], object]]:
-            return lambda: (lambda: stub.Predict(request, timeout=30))
+            return lambda: lambda: stub.Predict(request, timeout=30)
 
+        grpc_requests = predict_requests(row, bodies["example"])
         callers = {
             "signature_call": lambda: signature,
-            **{name: grpc_caller(r) for name, r in predict_requests(row, bodies["example"]).items()},
+            **{name: grpc_caller(request) for name, request in grpc_requests.items()},
             "rest_b64_same_server": rest_caller(rest_port, bodies["b64_row"]),
         }
         latency = interleaved({n: make() for n, make in callers.items()}, args.requests, 5)

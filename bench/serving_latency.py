@@ -40,7 +40,6 @@ sys.path.insert(0, str(REPO_ROOT))
 import pipeline  # noqa: E402, F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 
-
 @dataclasses.dataclass
 class Target:
     """The dataset whose export is measured, and the model name it is served under."""

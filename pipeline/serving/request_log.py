@@ -67,19 +67,6 @@ class RequestLog:
         if full:
             self.flush()
 
-    def sample(self) -> bool:
-        """Whether to keep the current request (probability ``sample_rate``)."""
-        with self._lock:
-            return self._random.random() < self.sample_rate
-
-    def record(self, examples: list[bytes]) -> None:
-        """Buffer a sampled request's examples; never raises."""
-        with self._lock:
-            self._buffer.extend(examples)
-            full = len(self._buffer) >= self._flush_records
-        if full:
-            self.flush()
-
     def flush(self) -> Path | None:
         """Write the buffered examples as one new file; returns its path (None if empty)."""
         with self._lock:
