@@ -1,4 +1,4 @@
-"""A ``python -m pipeline.serve`` child process on loopback and a minimal HTTP client for it."""
+"""A ``python -m pipeline.serving`` child process on loopback and a minimal HTTP client for it."""
 
 from __future__ import annotations
 
@@ -74,12 +74,13 @@ def free_port() -> int:
 def running_server(
     model_base: Path, workdir: Path, *extra: str, model: str = MODEL
 ) -> Iterator[Client]:
-    """Start ``python -m pipeline.serve``, wait until the model answers, always terminate it."""
+    """Start ``python -m pipeline.serving``, wait until the model answers, always terminate it."""
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     command = [
-        *(PYTHON, "-m", "pipeline.serve", "--model-base", str(model_base)),
+        *(PYTHON, "-m", "pipeline.serving", "--model-base", str(model_base)),
         *("--model-name", model, "--port", str(port), "--poll-seconds", "0.5"),
+        *("--grpc-port", "0"),  # REST only: gRPC has its own tests (test_grpc_serve.py)
         *extra,
     ]
     with open(log_path, "w") as log:

@@ -165,8 +165,8 @@ def test_the_new_table_is_served_by_its_own_name(orders_run, orders_root):
         port = probe.getsockname()[1]
     env = {**subprocess_env(), "PIPELINE_DATASET_PATH": str(orders_root)}
     server = subprocess.Popen(
-        [PYTHON, "-m", "pipeline.serve", "--dataset", "orders", "--port", str(port),
-         "--poll-seconds", "0"],
+        [PYTHON, "-m", "pipeline.serving", "--dataset", "orders", "--port", str(port),
+         "--poll-seconds", "0", "--grpc-port", "0"],
         cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

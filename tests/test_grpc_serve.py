@@ -1,4 +1,4 @@
-"""TF Serving's gRPC API of ``python -m pipeline.serve``, driven with the official client.
+"""TF Serving's gRPC API of ``python -m pipeline.serving``, driven with the official client.
 
 Two real server processes on loopback, called through ``tensorflow_serving.apis``'
 ``PredictionServiceStub`` and ``ModelServiceStub``:
@@ -108,11 +108,11 @@ class Endpoint:
 
 @contextlib.contextmanager
 def serving(model_base: Path, workdir: Path, *extra: str) -> Iterator[Endpoint]:
-    """Start ``python -m pipeline.serve`` with gRPC, wait until it answers, always stop it."""
+    """Start ``python -m pipeline.serving`` with gRPC, wait until it answers, always stop it."""
     rest_port, grpc_port = free_ports(2)
     log_path = workdir / f"server-{grpc_port}.log"
     command = [
-        *(PYTHON, "-m", "pipeline.serve", "--model-base", str(model_base)),
+        *(PYTHON, "-m", "pipeline.serving", "--model-base", str(model_base)),
         *("--model-name", MODEL, "--port", str(rest_port), "--grpc-port", str(grpc_port)),
         *("--poll-seconds", "0.5", *extra),
     ]

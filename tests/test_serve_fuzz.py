@@ -8,7 +8,7 @@ TF Serving's (versions, labels, encoded names), and several HTTP methods.
 
 Most requests (``IN_PROCESS``) go to the ASGI app in this process, which runs the same routing,
 body reading, parsing, model calls and request logging as the server; ``OVER_HTTP`` go to a real
-``pipeline.serve`` process on loopback, whose resident memory is compared before and after.
+``pipeline.serving`` process on loopback, whose resident memory is compared before and after.
 Afterwards a fixed set of valid requests must get byte-identical answers to those it got before.
 The run is derandomized, so it is the same on every machine.
 """

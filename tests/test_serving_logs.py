@@ -2,7 +2,7 @@
 
 Training statistics come from a Parquet split of the taxi sample (4,000 rows); each log holds
 1,000 other rows of the sample without the label, clean or with one injected change: either
-encoded as raw ``tf.Example``s directly, or sent as JSON through a real ``pipeline.serve``
+encoded as raw ``tf.Example``s directly, or sent as JSON through a real ``pipeline.serving``
 process (missing values left out, sent as ``null``, or as ``serving_raw`` markers) and logged by
 it, which is what production traffic looks like.
 """

@@ -1,4 +1,4 @@
-"""Serve versioned exports over TensorFlow Serving's REST API (see :mod:`pipeline.serve`).
+"""Serve versioned exports over TF Serving's REST and gRPC APIs: ``python -m pipeline.serving``.
 
 Modules: ``layout`` (the model base on disk) and ``errors`` are pure Python, so
 :mod:`pipeline.push` stays cheap to import; ``examples`` (JSON <-> tf.Example), ``protocol`` (TF

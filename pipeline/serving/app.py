@@ -35,7 +35,7 @@ from pipeline.serving.errors import (
 )
 from pipeline.serving.service import ServingService
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT = 30.0

@@ -34,7 +34,7 @@ import logging
 
 import orjson
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 _REASONS = {
     408: b"Request Timeout",

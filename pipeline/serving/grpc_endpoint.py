@@ -1,4 +1,4 @@
-"""The gRPC endpoint of ``python -m pipeline.serve``: TF Serving's services on a grpcio server.
+"""The gRPC endpoint of ``python -m pipeline.serving``: TF Serving's services on a grpcio server.
 
 The services are registered with the official ``tensorflow_serving.apis`` registration
 functions, so method paths and message types are TF Serving's own. One thing changes: requests
@@ -32,7 +32,7 @@ from pipeline.serving.grpc_service import (
 )
 from pipeline.serving.signature_rules import SignatureRules
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -128,7 +128,7 @@ def create_grpc_server(served: ServedModels, settings: GrpcSettings) -> tuple[gr
 
 
 def add_grpc_arguments(parser: argparse.ArgumentParser) -> None:
-    """The gRPC flags of ``python -m pipeline.serve``."""
+    """The gRPC flags of ``python -m pipeline.serving``."""
     group = parser.add_argument_group("gRPC (TF Serving's PredictionService and ModelService)")
     group.add_argument("--grpc-host", default="127.0.0.1", help="default: loopback only")
     group.add_argument("--grpc-port", type=int, default=8500, help="0 turns gRPC off")

@@ -57,7 +57,7 @@ from pipeline.serving.signature_rules import (
 )
 from pipeline.serving.tensor_protos import declared_dims, from_ndarray, to_ndarray
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 SIGNATURE_DEF_FIELD = "signature_def"  # the one metadata field TF Serving knows
 BLESSING_FIELD = "blessing"  # this server's addition: the push's blessing, as a Struct

@@ -30,7 +30,7 @@ from pipeline.serving.errors import BadRequest, NotFound
 from pipeline.serving.layout import SAVED_MODEL_FILE, complete_versions, read_blessing, version_dir
 from pipeline.serving.signatures import SignatureDescription, describe
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 
 # TensorFlow's function executors. The default one hands each of a signature's several hundred

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 
 FILE_PATTERN = "requests-*.tfrecord"
 

@@ -12,7 +12,7 @@ names, as in TensorFlow Serving (``classifier.cc``, ``regressor.cc``, ``predict_
   method ``tensorflow/serving/regress``.
 
 TF Serving's ``--enable_signature_method_name_check`` is off by default, and so is
-``pipeline.serve``'s ``--enable-signature-method-name-check``. Error messages are TF Serving's.
+``pipeline.serving``'s ``--enable-signature-method-name-check``. Error messages are TF Serving's.
 """
 
 from __future__ import annotations

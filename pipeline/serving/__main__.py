@@ -1,6 +1,6 @@
-"""``python -m pipeline.serve``: serve versioned exports with TF Serving's REST and gRPC APIs.
+"""``python -m pipeline.serving``: serve versioned exports with TF Serving's REST and gRPC APIs.
 
-    python -m pipeline.serve [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
+    python -m pipeline.serving [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
         [--host 127.0.0.1 --port 8501 --poll-seconds 2] \\
         [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N] \\
         [--header-timeout S --body-timeout S --idle-timeout S --max-connections N] \\
@@ -52,13 +52,13 @@ from pipeline.serving.models import ModelRegistry
 from pipeline.serving.request_log import RequestLog
 from pipeline.serving.service import ServingService
 
-log = logging.getLogger("pipeline.serve")
+log = logging.getLogger("pipeline.serving")
 _DEFAULTS = ConnectionLimits()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.serve",
+        prog="python -m pipeline.serving",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -160,7 +160,7 @@ def start_grpc(args: argparse.Namespace, service: ServingService) -> grpc.Server
     try:
         server, port = create_grpc_server(served, settings)
     except RuntimeError as error:
-        raise SystemExit(f"pipeline.serve: {error}") from None
+        raise SystemExit(f"pipeline.serving: {error}") from None
     log.info("serving %r over gRPC on %s:%d", args.model_name, settings.host, port)
     return server
 
