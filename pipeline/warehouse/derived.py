@@ -58,6 +58,17 @@ class EventIdCheck:
         return f"distinct_event_ids_{self.slug}"
 
 
+@dataclasses.dataclass(frozen=True)
+class SideTableRef:
+    """A side table as the warehouse reads it, with the columns the definition declares."""
+
+    ref: TableRef
+    columns: tuple[Column, ...]
+
+    def dotted(self) -> str:
+        return self.ref.dotted()
+
+
 def _int(value: int, what: str) -> str:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"invalid {what}: {value!r} (a non-negative integer)")
@@ -99,6 +110,14 @@ def _event_value(column: Column) -> str:
     if column.type is ColumnType.FLOAT64:
         return f"IF(IS_NAN({name}), NULL, {name})"
     return f"CAST({name} AS FLOAT64)"
+
+
+def _joined_value(alias: str, column: Column) -> str:
+    """A side table's column as a derived column: NaN means missing, so it becomes NULL."""
+    name = f"{alias}.{validate_column_name(column.name)}"
+    if column.type is ColumnType.FLOAT64:
+        return f"IF(IS_NAN({name}), NULL, {name})"
+    return name
 
 
 def window_cte(
@@ -160,8 +179,9 @@ def as_of_cte(definition: DatasetDefinition, join: AsOfJoin, index: int, tables:
     match = [f"_obs.{validate_column_name(k)} = _p._k{i}" for i, k in enumerate(table_keys)] + [
         f"UNIX_SECONDS(_obs.{validate_column_name(join.time)}) = _p._match_t"
     ]
+    side = _columns_of(definition.event_table_columns(join.table))
     joined = [
-        f"_obs.{validate_column_name(c)} AS {validate_column_name(join.output_name(c))}"
+        f"{_joined_value('_obs', side[c])} AS {validate_column_name(join.output_name(c))}"
         for c in join.columns
     ]
     return render(
@@ -222,7 +242,8 @@ def derived_rows(definition: DatasetDefinition, tables: Tables) -> str:
             if isinstance(join, AsOfJoin):
                 selected.append(f"{alias}.{output}")
             else:
-                selected.append(f"{alias}.{validate_column_name(column)} AS {output}")
+                side = _columns_of(definition.event_table_columns(join.table))
+                selected.append(f"{_joined_value(alias, side[column])} AS {output}")
     table = tables.main.bigquery_sql()
     return (
         "(\n    SELECT\n      "
