@@ -2,13 +2,16 @@
 
     python -m pipeline.serve [--dataset NAME] [--model-base models/<model>] [--model-name NAME] \\
         [--host 127.0.0.1 --port 8501 --poll-seconds 2] \\
-        [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N]
+        [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N] \\
+        [--online-store sqlite:PATH|redis://host:port]
 
 Serves ``<model_base>/<version>/`` at ``/v1/models/<name>[/versions/<N>]`` (status),
 ``.../metadata``, ``...:predict`` and ``...:classify``. The newest complete version answers
 requests without a version; a newly pushed one (see :mod:`pipeline.push`) is loaded in the
 background and swapped in without a restart. The first version is loaded before the port opens,
-so a client that can connect finds the model ready.
+so a client that can connect finds the model ready. With ``--online-store`` the server fills
+the dataset's window and join features of every JSON row from that store before encoding it
+(:mod:`pipeline.online.enrich`): a client sends only what it knows.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-log", type=Path, help="write sampled requests here")
     parser.add_argument("--request-log-sample", type=float, default=0.1)
     parser.add_argument("--request-log-flush-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--online-store",
+        help="fill the dataset's window and join features from this store: sqlite:PATH or "
+        "redis://host:port[/db] (fed by python -m pipeline.online)",
+    )
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -64,7 +72,19 @@ def build_service(args: argparse.Namespace) -> ServingService:
             args.request_log_sample,
             flush_seconds=args.request_log_flush_seconds,
         )
-    return ServingService(args.model_name, args.definition, registry, request_log)
+    return ServingService(
+        args.model_name, args.definition, registry, request_log, online_enricher(args)
+    )
+
+
+def online_enricher(args: argparse.Namespace):
+    """The enricher of ``--online-store`` (None without one)."""
+    if not args.online_store:
+        return None
+    from pipeline.online.enrich import Enricher
+    from pipeline.online.stores import open_store
+
+    return Enricher(args.definition, open_store(args.online_store))
 
 
 def main(argv: list[str] | None = None) -> None:

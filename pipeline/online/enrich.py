@@ -93,6 +93,10 @@ class Enricher:
             values[name] = value
         return values
 
+    def wrap(self, encoder: Any) -> EnrichingEncoder:
+        """``encoder`` (the server's JSON encoder) with this enricher in front of it."""
+        return EnrichingEncoder(encoder, self)
+
     def check_not_sent(self, row: Mapping[str, Any], where: str) -> None:
         """A client must not send what the server fills (400 naming the field otherwise)."""
         from pipeline.serving.errors import BadRequest

@@ -36,10 +36,13 @@ class ServingService:
         dataset: DatasetDefinition,
         registry: ModelRegistry,
         request_log: RequestLog | None = None,
+        enricher: Any = None,
     ) -> None:
         self.model_name = model_name
         self.registry = registry
         self.encoder = ExampleEncoder(dataset)
+        if enricher is not None:  # fills window and join features (pipeline.online.enrich)
+            self.encoder = enricher.wrap(self.encoder)
         self.request_log = request_log
         self._raw_features = [
             {
