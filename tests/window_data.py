@@ -105,7 +105,7 @@ def make_tables(seed: int = 5, rows: int = 600) -> dict[str, list[dict]]:
             {
                 "delivery_id": index,
                 "depot": None if rng.random() < 0.03 else str(rng.choice(depots)),
-                "truck": None if rng.random() < 0.05 else str(rng.choice(trucks + ["T99"])),
+                "truck": None if rng.random() < 0.05 else str(rng.choice([*trucks, "T99"])),
                 "delivered_at": None
                 if rng.random() < 0.02
                 else START + STEP * int(rng.integers(0, 200)),
