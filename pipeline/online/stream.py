@@ -32,8 +32,10 @@ MAX_BATCH = 500
 
 
 def event_message(table: str, row: dict[str, Any]) -> str:
-    """The JSON text of one event (a Pub/Sub message's data, a line of an events file)."""
-    return json.dumps({"table": table, "row": row}, separators=(",", ":"), allow_nan=False)
+    """The JSON text of one event (a Pub/Sub message's data, a line of an events file); a NaN,
+    which means missing, travels as null."""
+    clean = {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+    return json.dumps({"table": table, "row": clean}, separators=(",", ":"), allow_nan=False)
 
 
 class ParseEvents(beam.DoFn):
