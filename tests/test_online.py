@@ -271,15 +271,15 @@ def test_the_enriching_encoder_fills_rows_and_refuses_what_the_server_fills(
 
 
 def test_replay_of_flights_days_has_no_mismatch(tmp_path):
-    """Two days of the real flights eval split, through the real job into SQLite."""
+    """The last three days of a flights eval split, through the real job into SQLite."""
     flights = get_dataset("flights")
     warehouse = REPO_ROOT / "data" / "flights" / "warehouse.duckdb"
     result = run_split(
         SplitConfig(flights, warehouse=warehouse, sample_fraction=0.2), tmp_path / "s"
     )
-    report = replay(flights, warehouse, result.split_dirs["eval"], days=2)
+    report = replay(flights, warehouse, result.split_dirs["eval"], days=3)
     assert report.passed, report.mismatches[:5]
-    assert report.rows > 50 and report.events > 1000
+    assert report.rows > 50 and report.events > 2000
     assert report.max_deviation["origin_dep_delay_count_3h"] == 0.0
 
 
@@ -315,7 +315,7 @@ def test_the_command_line_exports_ingests_and_looks_up(tmp_path, capsys):
 
     from pipeline.online.__main__ import main
 
-    start = 1_357_016_400 + 30 * 86_400  # 2013-01-31 05:00 UTC
+    start = 1_357_016_400 + 30 * 86_400 + 9 * 3600  # 2013-01-31 14:00 UTC, 09:00 in New York
     data, events = str(REPO_ROOT / "data"), tmp_path / "events.jsonl"
     store = f"sqlite:{tmp_path / 'store.sqlite'}"
     assert main(["export-events", "--dataset", "flights", "--data-dir", data,
