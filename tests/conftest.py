@@ -61,6 +61,14 @@ def make_rows(rows: int, seed: int, fare_scale: float = 1.0, hour_shift: int = 0
         "dropoff_community_area": _with_nulls(rng, rng.integers(1, 78, rows), 0.05),
         "tips": np.round(fare * tip_rate, 2),
     }
+    # Window counts as the warehouse's SQL derives them (here: plausible values, a few missing).
+    area = data["pickup_community_area"]
+    data["pickup_area_trips_count_1h"] = [
+        None if a is None else int(c) for a, c in zip(area, rng.poisson(2, rows), strict=True)
+    ]
+    data["pickup_area_trips_count_1d"] = [
+        None if a is None else int(c) for a, c in zip(area, rng.poisson(40, rows), strict=True)
+    ]
     # The label as the warehouse's SQL computes it: in double precision on these values.
     data["big_tipper"] = (np.asarray(data["tips"]) > 0.2 * np.asarray(data["fare"])).astype(int)
     dataset = get_dataset("taxi")

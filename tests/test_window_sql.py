@@ -125,10 +125,28 @@ def test_filters_the_time_window_and_sampling_never_remove_events(warehouse, row
             assert close(full[row["delivery_id"]][column], row[column]), column
 
 
-def test_repeated_event_ids_are_a_verdict_naming_the_feature(tables, tmp_path):
-    repeated = {**tables, READINGS.table: [*tables[READINGS.table], tables[READINGS.table][3]]}
-    db = build_warehouse(tmp_path / "repeated.duckdb", repeated)
-    with pytest.raises(TableProblem, match=r"window feature 'depot_temp'.*1 repeated event ids"):
+def test_copies_of_an_event_count_once(tables, rows, tmp_path):
+    """A row loaded twice is one event (the online store keeps one per id): nothing changes."""
+    copied = {
+        **tables,
+        TABLE: [*tables[TABLE], *tables[TABLE][:50]],
+        READINGS.table: [*tables[READINGS.table], *tables[READINGS.table][:20]],
+        TRUCKS.table: [*tables[TRUCKS.table], tables[TRUCKS.table][0]],
+    }
+    db = build_warehouse(tmp_path / "copies.duckdb", copied)
+    again = split_rows(run_split(SplitConfig(DEFINITION, warehouse=db), tmp_path / "splits"))
+    first = {r["delivery_id"]: r for r in again}  # the copied deliveries are rows twice, too
+    assert len(again) == len(rows) + 50
+    for row in rows:
+        for column in DEFINITION.derived_column_names:
+            assert close(row[column], first[row["delivery_id"]][column]), column
+
+
+def test_an_event_id_with_two_versions_is_a_verdict_naming_the_feature(tables, tmp_path):
+    reading = tables[READINGS.table][3]
+    conflicting = {**tables, READINGS.table: [*tables[READINGS.table], {**reading, "temp": 99.5}]}
+    db = build_warehouse(tmp_path / "conflict.duckdb", conflicting)
+    with pytest.raises(TableProblem, match=r"window feature 'depot_temp'.*two versions"):
         run_split(SplitConfig(DEFINITION, warehouse=db), tmp_path / "splits")
     assert not (tmp_path / "splits").exists()
 
@@ -177,8 +195,14 @@ def test_bigquery_runs_the_same_window_sql_with_frames_as_validated_literals(
     assert "RANGE BETWEEN 7200 PRECEDING AND 1801 PRECEDING" in split  # 2 h, lag 30 min
     assert "RANGE BETWEEN 6600 PRECEDING AND CURRENT ROW" in split  # as-of: 2 h - 10 min
     assert "LAST_VALUE(_v_last IGNORE NULLS)" in split and "STDDEV_POP(_v)" in split
-    assert "LEFT JOIN `my-proj`.`depot`.`trucks` AS _lookup_1" in split
-    assert "(SELECT COUNT(*) FROM `my-proj`.`depot`.`readings`) AS events_join_reading" in counts
+    assert (
+        "LEFT JOIN (SELECT DISTINCT truck, capacity FROM `my-proj`.`depot`.`trucks`) AS _lookup_1"
+        in split
+    )
+    assert (
+        "FROM `my-proj`.`depot`.`readings` WHERE depot IS NOT NULL AND read_at IS NOT NULL) "
+        "AS distinct_events_join_reading" in counts
+    )
     # The same text the embedded engine transpiles, but for the project.
     local = split_query(
         dataclasses.replace(config, engine="duckdb", bigquery=None, warehouse=warehouse)

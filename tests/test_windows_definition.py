@@ -152,3 +152,14 @@ def test_features_read_derived_columns_like_raw_ones():
         DefinitionError, match=r"feature 'recent' reads unknown column\(s\) \['nope'\]"
     ):
         dataclasses.replace(DEFINITION, features=(dataclasses.replace(feature, inputs=("nope",)),))
+
+
+@pytest.mark.parametrize("name", ["flights", "taxi"])
+def test_the_reviewed_schema_lists_the_derived_columns_for_serving_too(name):
+    from pipeline.validate import load_schema
+
+    dataset = get_dataset(name)
+    schema = {f.name: f for f in load_schema(dataset).feature}
+    assert list(schema) == [c.name for c in dataset.row_columns]
+    for column in dataset.derived_column_names:
+        assert not schema[column].not_in_environment, column  # the server fills them

@@ -363,7 +363,9 @@ class DatasetDefinition:
         types = {c.name: c.type for c in columns}
         found = self._key_problems(window.keys, window.matching_event_keys, label, columns)
         found += self._time_problem(label, columns, self.event_time_column(window))
-        if window.value not in types:
+        if window.value is None:
+            pass  # counts the events themselves
+        elif window.value not in types:
             found.append(f"value {window.value!r} is not a column of {label}")
         elif types[window.value] not in NUMERIC:
             found.append(f"value {window.value!r} must be INT64 or FLOAT64")

@@ -18,6 +18,8 @@ non-null values; ``stddev`` is the population standard deviation; ``last`` is th
 latest counting event, and of several events at that same latest time the largest value. With
 no counting event ``count`` is 0 and every other aggregate is NULL (missing: the transform then
 imputes it like any missing value). A row whose key or time is NULL gets NULL everywhere.
+Without a value column (``value=None``) the only aggregation is ``count``: the number of events
+(trips that started from the pickup area in the hour before).
 
 **As-of joins** (:class:`AsOfJoin`): the side table's row for the key with the latest time
 ``obs.time`` such that ``obs.time + lag <= t`` (inclusive: the weather observed at the scheduled
@@ -81,7 +83,8 @@ def _tuple(value) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class WindowFeature:
-    """Aggregates of ``value`` over each window of events before a row (see the module doc).
+    """Aggregates of ``value`` over each window of events before a row (see the module doc);
+    ``value=None`` counts the events themselves.
 
     ``events`` names a side table (default: the main table); ``event_keys`` are its columns
     matching the row's ``keys`` (default: the same names); ``event_time`` its TIMESTAMP column
@@ -93,7 +96,7 @@ class WindowFeature:
 
     name: str
     keys: tuple[str, ...]
-    value: str
+    value: str | None
     aggregations: tuple[str, ...]
     windows: tuple[str | int, ...]
     lag: str | int = 0
@@ -149,7 +152,8 @@ class WindowFeature:
             Column(
                 name,
                 ColumnType.INT64 if aggregation is Aggregation.COUNT else ColumnType.FLOAT64,
-                f"{aggregation.value} of {self.value} over [t-{duration_label(window)}, t-{lag})"
+                f"{aggregation.value} of {self.value or 'events'} over "
+                f"[t-{duration_label(window)}, t-{lag})"
                 f" by {', '.join(self.keys)}",
             )
             for name, aggregation, window in self.outputs
@@ -189,6 +193,8 @@ class WindowFeature:
             found.append("needs at least one aggregation")
         if len(set(kinds)) != len(kinds):
             found.append(f"duplicate aggregations {self.aggregations}")
+        if self.value is None and set(kinds) - {Aggregation.COUNT}:
+            found.append("without a value column the only aggregation is count (of events)")
         return found
 
 

@@ -65,7 +65,7 @@ def declarations(definition: DatasetDefinition) -> tuple[Declaration, ...]:
                 key_columns=window.matching_event_keys,
                 time_column=definition.event_time_column(window),
                 id_columns=definition.event_id_columns(window),
-                payload_columns=(window.value,),
+                payload_columns=() if window.value is None else (window.value,),
                 retention_seconds=window.lookback_seconds + window.lag_seconds,
                 source=window,
             )
@@ -140,8 +140,10 @@ def _record(declaration: Declaration, row: Mapping[str, Any]) -> StoreRecord | N
         if time is None:
             return None
     event_id = "|".join("" if row[c] is None else str(row[c]) for c in declaration.id_columns)
-    if len(declaration.payload_columns) == 1 and declaration.namespace.startswith("window:"):
-        payload: Any = row[declaration.payload_columns[0]]
+    if declaration.namespace.startswith("window:"):
+        # A window's value; without a value column every event counts as one.
+        columns = declaration.payload_columns
+        payload: Any = row[columns[0]] if columns else 1.0
     else:
         payload = {c: row[c] for c in declaration.payload_columns}
     return StoreRecord(declaration.namespace, entity_key(keys), event_id, int(time), payload)

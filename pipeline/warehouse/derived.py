@@ -41,21 +41,27 @@ ROW_ALIAS = "_row"
 
 @dataclasses.dataclass(frozen=True)
 class EventIdCheck:
-    """One event table's id: the count of events and of distinct ids must agree."""
+    """One declaration's events: each id must stand for one version of the event.
+
+    Copies of an event (the same id with the same keys, time and values: a row loaded twice)
+    count once, here as in the online store; an id with two different versions would count as
+    whichever the online store received last, so it is a verdict.
+    """
 
     owner: str  # the window feature or join, for the verdict
     slug: str  # names its count columns
     table: TableRef
     id_columns: tuple[Column, ...]
-    main: bool  # the main table: counted over the ``source`` CTE
+    content_columns: tuple[Column, ...]  # keys, time and the values the store keeps
+    present: tuple[str, ...]  # columns an event needs (keys, time): the others are no events
 
     @property
-    def events_name(self) -> str:
-        return f"events_{self.slug}"
-
-    @property
-    def distinct_name(self) -> str:
+    def ids_name(self) -> str:
         return f"distinct_event_ids_{self.slug}"
+
+    @property
+    def versions_name(self) -> str:
+        return f"distinct_events_{self.slug}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +151,7 @@ def window_cte(
         )
     event_time = definition.event_time_column(window)
     event_keys = list(window.matching_event_keys)
+    id_columns = [(c, columns[c].type) for c in definition.event_id_columns(window)]
     return render(
         "window_feature",
         cte_name=window_cte_name(index),
@@ -158,9 +165,12 @@ def window_cte(
         point_filter=_not_null([*keys, definition.timestamp_column]),
         event_keys=_aliased(window.matching_event_keys),
         event_time=validate_column_name(event_time),
-        event_value=_event_value(columns[window.value]),
+        event_value=(
+            "CAST(1 AS FLOAT64)" if window.value is None else _event_value(columns[window.value])
+        ),
         event_table=tables.ref(definition, window.events).bigquery_sql(),
         event_filter=_not_null([*event_keys, event_time]),
+        event_id=_key_text(id_columns),
         frames=",\n      ".join(frames),
     ).rstrip("\n")
 
@@ -180,6 +190,9 @@ def as_of_cte(definition: DatasetDefinition, join: AsOfJoin, index: int, tables:
         f"UNIX_SECONDS(_obs.{validate_column_name(join.time)}) = _p._match_t"
     ]
     side = _columns_of(definition.event_table_columns(join.table))
+    distinct_side = _distinct_rows(
+        tables.ref(definition, join.table), [*table_keys, join.time, *join.columns]
+    )
     joined = [
         f"{_joined_value('_obs', side[c])} AS {validate_column_name(join.output_name(c))}"
         for c in join.columns
@@ -199,6 +212,7 @@ def as_of_cte(definition: DatasetDefinition, join: AsOfJoin, index: int, tables:
         observation_time=validate_column_name(join.time),
         lag=_int(lag, "lag"),
         side_table=tables.ref(definition, join.table).bigquery_sql(),
+        distinct_side_table=distinct_side,
         observation_filter=_not_null([*table_keys, join.time]),
         match_condition="\n    AND ".join(match),
     ).rstrip("\n")
@@ -262,8 +276,23 @@ def _point_join(alias: str, keys: tuple[str, ...], row_time: str) -> str:
     return f"LEFT JOIN {alias} ON " + " AND ".join(conditions)
 
 
+def _distinct_rows(table: TableRef, columns: list[str]) -> str:
+    """The table's distinct rows over ``columns``: copies of a row join once (the checked ids
+    make the rest unique)."""
+    selected = ", ".join(validate_column_name(c) for c in dict.fromkeys(columns))
+    return f"(SELECT DISTINCT {selected} FROM {table.bigquery_sql()})"
+
+
+def _key_text(columns: list[tuple[str, ColumnType]]) -> str:
+    from pipeline.warehouse.query import key_text
+
+    return key_text([(validate_column_name(name), kind) for name, kind in columns])
+
+
 def _lookup_join(definition: DatasetDefinition, join: Lookup, alias: str, tables: Tables) -> str:
-    table = tables.ref(definition, join.table).bigquery_sql()
+    table = _distinct_rows(
+        tables.ref(definition, join.table), [*join.matching_table_keys, *join.columns]
+    )
     conditions = [
         f"{alias}.{validate_column_name(t)} = {ROW_ALIAS}.{validate_column_name(k)}"
         for k, t in zip(join.keys, join.matching_table_keys, strict=True)
@@ -272,37 +301,54 @@ def _lookup_join(definition: DatasetDefinition, join: Lookup, alias: str, tables
 
 
 def event_id_checks(definition: DatasetDefinition, tables: Tables) -> list[EventIdCheck]:
-    """What identifies an event in each table a derived column reads, with its owner."""
+    """Every declaration's events: their table, id, what the store keeps, what they need."""
     checks = []
     for window in definition.windows:
         columns = _columns_of(definition.event_table_columns(window.events))
-        ids = tuple(columns[c] for c in definition.event_id_columns(window))
-        table = tables.ref(definition, window.events)
-        owner, slug = f"window feature {window.name!r}", f"window_{window.name}"
-        checks.append(EventIdCheck(owner, slug, table, ids, window.events is None))
+        time = definition.event_time_column(window)
+        present = (*window.matching_event_keys, time)
+        content = present + ((window.value,) if window.value else ())
+        checks.append(
+            EventIdCheck(
+                f"window feature {window.name!r}",
+                f"window_{window.name}",
+                tables.ref(definition, window.events),
+                tuple(columns[c] for c in definition.event_id_columns(window)),
+                tuple(columns[c] for c in content),
+                present,
+            )
+        )
     for join in definition.joins:
         columns = _columns_of(definition.event_table_columns(join.table))
-        ids = tuple(columns[c] for c in join.event_id)
-        kind = "as-of join" if isinstance(join, AsOfJoin) else "lookup"
-        table = tables.ref(definition, join.table)
-        checks.append(EventIdCheck(f"{kind} {join.name!r}", f"join_{join.name}", table, ids, False))
+        as_of = isinstance(join, AsOfJoin)
+        present = (*join.matching_table_keys, join.time) if as_of else join.matching_table_keys
+        checks.append(
+            EventIdCheck(
+                f"{'as-of join' if as_of else 'lookup'} {join.name!r}",
+                f"join_{join.name}",
+                tables.ref(definition, join.table),
+                tuple(columns[c] for c in join.event_id),
+                tuple(columns[c] for c in dict.fromkeys((*present, *join.columns))),
+                present,
+            )
+        )
     return checks
 
 
 def event_id_count_columns(definition: DatasetDefinition, tables: Tables) -> str:
-    """Select-list items of the filter-count query: events and distinct ids per event table."""
-    from pipeline.warehouse.query import key_text
-
+    """Select-list items of the filter-count query: per declaration, its distinct event ids and
+    its distinct versions of events (equal unless an id has two versions)."""
     items = []
     for check in event_id_checks(definition, tables):
-        id_text = key_text([(c.name, c.type) for c in check.id_columns])
-        if check.main:
-            items.append(f"COUNT(*) AS {check.events_name}")
-            items.append(f"COUNT(DISTINCT {id_text}) AS {check.distinct_name}")
-        else:
-            table = check.table.bigquery_sql()
-            items.append(f"(SELECT COUNT(*) FROM {table}) AS {check.events_name}")
-            items.append(
-                f"(SELECT COUNT(DISTINCT {id_text}) FROM {table}) AS {check.distinct_name}"
-            )
+        table = check.table.bigquery_sql()
+        ids = _key_text([(c.name, c.type) for c in check.id_columns])
+        content = _key_text([(c.name, c.type) for c in check.content_columns])
+        where = _not_null(list(check.present))
+        items.append(
+            f"(SELECT COUNT(DISTINCT {ids}) FROM {table} WHERE {where}) AS {check.ids_name}"
+        )
+        items.append(
+            f"(SELECT COUNT(DISTINCT CONCAT({ids}, '#', {content})) FROM {table} WHERE {where}) "
+            f"AS {check.versions_name}"
+        )
     return "".join(f",\n  {item}" for item in items)

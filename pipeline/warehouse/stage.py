@@ -162,13 +162,13 @@ def check_counts_verdicts(config: SplitConfig, counts: dict[str, int]) -> None:
     if counts["input_rows"] == 0:
         raise TableProblem(f"table {table} is empty")
     for check in event_id_checks(config.definition, derived_tables(config)):
-        events, distinct = counts[check.events_name], counts[check.distinct_name]
-        if events != distinct:
+        ids, versions = counts[check.ids_name], counts[check.versions_name]
+        if ids != versions:
             raise TableProblem(
-                f"{check.owner}: table {check.table.dotted()} has {events - distinct} repeated "
-                f"event ids (of {events} events; the id is "
-                f"{', '.join(c.name for c in check.id_columns)}): an event must be identified by "
-                "its id, since the online store keeps one event per id"
+                f"{check.owner}: table {check.table.dotted()} has event ids with two versions "
+                f"({versions} versions of {ids} ids; the id is "
+                f"{', '.join(c.name for c in check.id_columns)}): an id must stand for one "
+                "event, since the online store keeps one version per id (copies are fine)"
             )
     duplicates = counts["duplicate_rows"]
     if duplicates and config.resolved_duplicates is DuplicatePolicy.BLOCK:

@@ -3,8 +3,8 @@
   -- for the key with the latest time such that obs.time + lag <= t (and, with a maximum age,
   -- obs.time >= t - max_age). Observations enter the stream at obs.time + lag, so the frame
   -- ending at CURRENT ROW (peers included: an observation exactly at t - lag qualifies) finds
-  -- the matching observation's time; the side table's (key, time) is unique (checked before
-  -- the split), so the join back to it brings one row. Frame offsets are validated integers.
+  -- the matching observation's time; the side table's distinct rows have one version per
+  -- (key, time) (checked before the split), so the join back to them brings one row. Frame offsets are validated integers.
   SELECT
     _p.*,
     {{ joined_columns }}
@@ -41,6 +41,6 @@
     )
     WHERE _point
   ) AS _p
-  LEFT JOIN {{ side_table }} AS _obs
+  LEFT JOIN {{ distinct_side_table }} AS _obs
     ON {{ match_condition }}
 )

@@ -1,7 +1,8 @@
 -- How many rows each named filter removes, applied in order (a row is charged to the first
 -- filter it fails), plus the input row count and the exact duplicate rows among the input:
--- input = kept + sum(removed). With window features or joins, the events and the distinct
--- event ids of every event table: they must agree (the online store keeps one event per id).
+-- input = kept + sum(removed). With window features or joins, per declaration the distinct event
+-- ids and the distinct versions of events: equal unless an id has two versions (a verdict: the
+-- online store keeps one version per id).
 -- BigQuery Standard SQL; values are query parameters (@name).
 WITH
 {{ source_cte }}

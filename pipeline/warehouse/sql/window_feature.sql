@@ -29,12 +29,18 @@
         WHERE {{ point_filter }}
         UNION ALL
         SELECT
-          {{ event_keys }},
-          UNIX_SECONDS({{ event_time }}) AS _t,
-          {{ event_value }} AS _v,
+          * EXCEPT (_event_id),
           FALSE AS _point
-        FROM {{ event_table }}
-        WHERE {{ event_filter }}
+        FROM (
+          -- One event per id: copies of an event (a row loaded twice) count once, as online.
+          SELECT DISTINCT
+            {{ event_id }} AS _event_id,
+            {{ event_keys }},
+            UNIX_SECONDS({{ event_time }}) AS _t,
+            {{ event_value }} AS _v
+          FROM {{ event_table }}
+          WHERE {{ event_filter }}
+        )
       )
     )
     WINDOW
