@@ -44,8 +44,8 @@ class RunContext:
     model_name: str | None = None  # default: the definition's model name
     train_steps: int = 1000
     parity_rows: int = 200
-    # Derived columns' parity replay: the eval split's last N days (None: the whole split) into
-    # ``online_store`` (None: a fresh SQLite file).
+    # Derived columns' parity replay: the eval split's last N days, at least 200 rows (None: all),
+    # into ``online_store`` (None: a fresh SQLite file).
     parity_replay_days: int | None = 14
     online_store: str | None = None
     predict_rows: int = 3

@@ -346,3 +346,14 @@ def test_the_command_line_exports_ingests_and_looks_up(tmp_path, capsys):
         ).fetchone()
     assert row["origin_dep_delay_count_3h"] == expected > 0
     assert row["weather_temp"] is not None
+
+
+def test_the_replay_subset_is_the_last_days_and_at_least_the_latest_rows():
+    from pipeline.online.replay import select_rows
+
+    rows = [{"delivered_at": START + 3600 * i} for i in range(1000)]  # hourly, about 41 days
+    chosen, how = select_rows(DEFINITION, rows, days=20, min_rows=10)
+    assert len(chosen) == 20 * 24 and "last 20 day(s)" in how
+    chosen, _ = select_rows(DEFINITION, rows, days=2)  # 48 rows: reach back to the latest 200
+    assert len(chosen) == 200 and min(r["delivered_at"] for r in chosen) == START + 3600 * 800
+    assert select_rows(DEFINITION, rows, None) == (rows, "the whole split")

@@ -1,15 +1,15 @@
 """Parity of the derived columns: the streaming path replayed against the batch SQL.
 
 For the eval split (or a documented, deterministic part of it: the rows of its last ``days``
-days), the events those rows' windows and joins can reach are exported from the warehouse in
-time order and streamed through the real Beam job into a real online store (keeping the whole
-history, since every row is queried at its own past time). Then each eval row, as a client sends
-it (its client columns only), is enriched by the server's :class:`Enricher` and every derived
-column is compared with the batch SQL's value in the split files: counts and other integers
-exactly, floats within ``FLOAT_RTOL`` relative (plus ``FLOAT_ATOL`` absolute, for values that
-are zero up to rounding, e.g. a standard deviation of equal values), missing must match missing.
-With an export, the end-to-end prediction (enriched JSON request -> serving encoder -> export)
-is compared with the prediction on the batch row.
+days, and at least its latest ``MIN_ROWS`` rows), the events those rows' windows and joins can
+reach are exported from the warehouse in time order and streamed through the real Beam job into
+a real online store (keeping the whole history, since every row is queried at its own past
+time). Then each eval row, as a client sends it (its client columns only), is enriched by the
+server's :class:`Enricher` and every derived column is compared with the batch SQL's value in
+the split files: counts and other integers exactly, floats within ``FLOAT_RTOL`` relative (plus
+``FLOAT_ATOL`` absolute, for values that are zero up to rounding, e.g. a standard deviation of
+equal values), missing must match missing. With an export, the end-to-end prediction (enriched
+JSON request -> serving encoder -> export) is compared with the prediction on the batch row.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ FLOAT_RTOL = 1e-6
 FLOAT_ATOL = 1e-9
 PREDICTION_RTOL = 1e-5
 DAY = 86_400
+MIN_ROWS = 200
 
 
 @dataclasses.dataclass
@@ -76,17 +77,22 @@ def read_split_rows(split_dir: Path | str) -> list[dict[str, Any]]:
 
 
 def select_rows(
-    definition: DatasetDefinition, rows: Sequence[Mapping[str, Any]], days: int | None
+    definition: DatasetDefinition,
+    rows: Sequence[Mapping[str, Any]],
+    days: int | None,
+    min_rows: int = MIN_ROWS,
 ) -> tuple[list[Mapping[str, Any]], str]:
-    """The rows of the last ``days`` days of the split (all with None), and how they were chosen."""
+    """The rows of the split's last ``days`` days, reaching further back until at least
+    ``min_rows`` are in (all rows with ``days=None``), and how they were chosen."""
     column = definition.timestamp_column
-    timed = [r for r in rows if r.get(column) is not None]
+    timed = sorted((r for r in rows if r.get(column) is not None), key=lambda r: -r[column])
     if days is None or not timed:
         return list(rows), "the whole split"
-    last = max(r[column] for r in timed)
-    start = last - days * DAY
+    start = timed[0][column] - days * DAY
+    if sum(r[column] > start for r in timed) < min_rows:  # a sparse split: the latest rows
+        start = timed[min(min_rows, len(timed)) - 1][column] - 1
     chosen = [r for r in timed if r[column] > start]
-    return chosen, f"the split's last {days} day(s): time > {start} (Unix seconds)"
+    return chosen, f"the split's last {days} day(s), at least {min_rows} rows: time > {start}"
 
 
 def event_range(
