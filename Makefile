@@ -17,7 +17,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning
 
-.PHONY: setup data browser run test lint lock clean
+.PHONY: setup data browser redis redis-server run test lint lock clean
 .PHONY: airflow-setup airflow-lock airflow-dag-test airflow-standalone
 
 setup: $(STAMP) data
@@ -39,10 +39,20 @@ browser:
 		$(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-liberation \
 		fonts-dejavu-core >/dev/null; }
 
+# The online store's Redis (Debian's redis-server 7): the tests start their own on a free
+# loopback port; `make redis-server` runs one for local serving on 127.0.0.1:$(REDIS_PORT).
+REDIS_PORT ?= 6379
+redis:
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
+redis-server: redis
+	redis-server --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no
+
 run: setup
 	$(PY) -m pipeline.run --runner DirectRunner $(RUN_ARGS)
 
-test: setup browser airflow-setup
+test: setup browser redis airflow-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

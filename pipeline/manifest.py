@@ -113,6 +113,16 @@ def summary(manifest: dict[str, Any]) -> str:
             f"{len(parity['features_compared'])} features, max feature deviation "
             f"{max(parity['max_relative_deviation'].values(), default=0):.2e}"
         )
+    online = parity.get("online", {})
+    if "passed" in online:
+        prediction = online.get("max_prediction_deviation")
+        lines.append(
+            f"  online parity: {'passed' if online['passed'] else 'FAILED'} on {online['rows']} "
+            f"of {online['eval_rows']} eval rows ({online['subset']}), "
+            f"{len(online['columns_compared'])} derived columns, {online['mismatch_count']} "
+            f"mismatches, {online['events_replayed']} events streamed into {online['store']}"
+            + ("" if prediction is None else f", max prediction deviation {prediction:.2e}")
+        )
     for prediction in manifest.get("predictions", []):
         lines.append("  served: " + describe_prediction(prediction, manifest))
     push = manifest["stages"].get("push", {})
@@ -146,6 +156,7 @@ def _value(value: Any) -> str:
 
 _MODEL_ROWS = (
     ("wide & deep", ""),
+    ("no derived", "no_derived_baseline_"),
     ("wide only", "wide_baseline_"),
     ("majority", "majority_baseline_"),
     ("mean", "mean_baseline_"),

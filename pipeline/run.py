@@ -80,6 +80,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--parity-rows", type=_positive, default=200)
     parser.add_argument("--predict-rows", type=_positive, default=3)
     parser.add_argument(
+        "--parity-replay-days",
+        type=int,
+        default=14,
+        help="window features and joins: replay the eval split's last N days of events through "
+        "the streaming job and the online store (0: the whole split)",
+    )
+    parser.add_argument(
+        "--online-store", help="store of that replay: sqlite:PATH or redis://host:port[/db]"
+    )
+    parser.add_argument(
         "--models-dir", default="models", help="parent of the model bases (path or gs:// URI)"
     )
     parser.add_argument(
@@ -239,6 +249,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         model_name=args.model_name,
         train_steps=args.train_steps,
         parity_rows=args.parity_rows,
+        parity_replay_days=args.parity_replay_days or None,
+        online_store=args.online_store,
         predict_rows=args.predict_rows,
         start=args.start,
         end=args.end,

@@ -44,6 +44,10 @@ class RunContext:
     model_name: str | None = None  # default: the definition's model name
     train_steps: int = 1000
     parity_rows: int = 200
+    # Derived columns' parity replay: the eval split's last N days, at least 200 rows (None: all),
+    # into ``online_store`` (None: a fresh SQLite file).
+    parity_replay_days: int | None = 14
+    online_store: str | None = None
     predict_rows: int = 3
     start: str | None = None
     end: str | None = None
@@ -260,6 +264,32 @@ def stage_parity(ctx: RunContext, record: dict) -> None:
     if not report.passed:
         raise StageFailed(
             "serving features differ from training features:\n  "
+            + "\n  ".join(report.mismatches[:20])
+        )
+    if ctx.dataset.has_derived_columns:
+        _online_parity(ctx, record)
+
+
+def _online_parity(ctx: RunContext, record: dict) -> None:
+    """Window features and joins: the streaming path and the online store against the SQL."""
+    from pipeline.online.replay import replay
+
+    warehouse = ctx.stage_record("data").get("warehouse_file")
+    if warehouse is None:
+        record["online"] = {"skipped": "events are replayed from the embedded warehouse only"}
+        return
+    report = replay(
+        ctx.dataset,
+        Path(warehouse),
+        ctx.split_dirs()["eval"],
+        store_uri=ctx.online_store,
+        days=ctx.parity_replay_days,
+        export_dir=ctx.export_dir(),
+    )
+    record["online"] = report.to_manifest()
+    if not report.passed:
+        raise StageFailed(
+            "the online store's derived columns differ from the batch SQL's:\n  "
             + "\n  ".join(report.mismatches[:20])
         )
 

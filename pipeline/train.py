@@ -14,7 +14,10 @@ baselines beside it:
   multi-class: the majority class) or the training mean (regression);
 * ``wide_baseline_<split>``: the wide part alone (a linear model over the same one-hot features),
   built by the same code, trained on the same batches for the same steps with the same early
-  stopping.
+  stopping;
+* ``no_derived_baseline_<split>`` (datasets with window features or joins): the same
+  wide-and-deep model over the features that read no derived column, trained the same way, so
+  the run shows what the window and join features add.
 
 ``--train-steps N`` trains exactly N steps unless early stopping ends training sooner.
 """
@@ -64,6 +67,8 @@ class TrainConfig:
     wide_baseline: bool = True
     # TensorFlow's deterministic kernels: the same inputs give the same weights, bit for bit.
     deterministic: bool = True
+    # With derived columns: the same model without the features that read them.
+    no_derived_baseline: bool = True
 
 
 @dataclasses.dataclass
@@ -74,6 +79,7 @@ class TrainResult:
     steps: int
     config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     wide_baseline_steps: int | None = None
+    no_derived_baseline_steps: int | None = None
 
     def to_manifest(self) -> dict:
         manifest = {
@@ -85,6 +91,8 @@ class TrainResult:
         }
         if self.wide_baseline_steps is not None:
             manifest["wide_baseline_steps"] = self.wide_baseline_steps
+        if self.no_derived_baseline_steps is not None:
+            manifest["no_derived_baseline_steps"] = self.no_derived_baseline_steps
         return manifest
 
 
@@ -305,12 +313,43 @@ def train_and_evaluate(
             )  # fmt: skip
             for split, values in wide_metrics.items():
                 metrics[f"wide_baseline_{split}"] = values
+        no_derived_steps = None
+        without = _without_derived(dataset, inputs)
+        if config.no_derived_baseline and len(without) < len(inputs):
+            names = {i.name for i in without}
+            _, no_derived_steps, no_derived_metrics = _train_model(
+                dataset, without, WIDE_AND_DEEP, _select(train_ds, names),
+                {s: _select(d, names) for s, d in split_datasets.items()}, config,
+                storage.join(staging, "logs", "no_derived"), bias,
+            )  # fmt: skip
+            for split, values in no_derived_metrics.items():
+                metrics[f"no_derived_baseline_{split}"] = values
         for split, values in baseline.items():
             metrics[f"{head.baseline}_baseline_{split}"] = values
         metrics["train_labels"] = summary
         model.save(storage.join(staging, "keras"), save_format="tf")
     return TrainResult(
-        str(model_dir), metrics, time.perf_counter() - started, steps, config, wide_steps
+        str(model_dir),
+        metrics,
+        time.perf_counter() - started,
+        steps,
+        config,
+        wide_steps,
+        no_derived_steps,
+    )
+
+
+def _without_derived(dataset: DatasetDefinition, inputs: list[ModelInput]) -> list[ModelInput]:
+    """The inputs whose features read no derived column (window features, joins)."""
+    derived = set(dataset.derived_column_names)
+    return [i for i in inputs if not derived.intersection(i.feature.inputs)]
+
+
+def _select(batches: tf.data.Dataset, names: set[str]) -> tf.data.Dataset:
+    """Batches with only the ``names`` features (the label kept)."""
+    return batches.map(
+        lambda features, label: ({k: v for k, v in features.items() if k in names}, label),
+        num_parallel_calls=AUTOTUNE,
     )
 
 
@@ -346,6 +385,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         early_stopping_patience=args.early_stopping_patience,
         seed=args.seed,
         wide_baseline=args.wide_baseline,
+        no_derived_baseline=args.no_derived_baseline,
         model=ModelConfig(
             hidden_units=args.hidden_units,
             max_embedding_dim=args.max_embedding_dim,
@@ -381,6 +421,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, train_steps: int | None
         dest="wide_baseline",
         action="store_false",
         help="skip training the wide-only baseline",
+    )
+    parser.add_argument(
+        "--skip-no-derived-baseline",
+        dest="no_derived_baseline",
+        action="store_false",
+        help="skip training the baseline without the window and join features",
     )
 
 

@@ -61,6 +61,14 @@ def make_rows(rows: int, seed: int, fare_scale: float = 1.0, hour_shift: int = 0
         "dropoff_community_area": _with_nulls(rng, rng.integers(1, 78, rows), 0.05),
         "tips": np.round(fare * tip_rate, 2),
     }
+    # Window counts as the warehouse's SQL derives them (here: plausible values, a few missing).
+    area = data["pickup_community_area"]
+    data["pickup_area_trips_count_1h"] = [
+        None if a is None else int(c) for a, c in zip(area, rng.poisson(2, rows), strict=True)
+    ]
+    data["pickup_area_trips_count_1d"] = [
+        None if a is None else int(c) for a, c in zip(area, rng.poisson(40, rows), strict=True)
+    ]
     # The label as the warehouse's SQL computes it: in double precision on these values.
     data["big_tipper"] = (np.asarray(data["tips"]) > 0.2 * np.asarray(data["fare"])).astype(int)
     dataset = get_dataset("taxi")
@@ -193,3 +201,45 @@ def gcs_bucket(gcs_emulator) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs.Client(project="test", credentials=AnonymousCredentials()).create_bucket(name)
     return f"gs://{name}"
+
+
+# ---- a Redis server on loopback (the online store) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A fresh ``redis-server`` (Debian's, installed by ``make test``) on a free loopback port,
+    without persistence; stopped at the end of the session."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make redis, or apt-get install it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -102,7 +102,10 @@ def test_parity_and_a_served_prediction(taxi_run):
     runs_dir, manifest, stdout = taxi_run
     parity = manifest["stages"]["parity"]
     assert parity["passed"] and parity["rows"] == 200
-    assert len(parity["features_compared"]) == 18
+    assert len(parity["features_compared"]) == len(get_dataset("taxi").features) == 20
+    online = parity["online"]  # the window counts, replayed through the streaming job
+    assert online["passed"] and online["mismatch_count"] == 0 and online["store"] == "sqlite"
+    assert "online parity: passed" in stdout
     predictions = manifest["predictions"]
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
     assert "parity: passed" in stdout and "served: big_tipper=" in stdout

@@ -25,9 +25,9 @@ _PANDAS_TYPES = {"INT64": "Int64", "FLOAT64": "float64", "STRING": "string"}
 
 
 def split_file_schema(dataset: DatasetDefinition) -> pa.Schema:
-    """Arrow schema of the warehouse's split files."""
+    """Arrow schema of the warehouse's split files (raw and derived columns, no label)."""
     return pa.schema(
-        [pa.field(c.name, _ARROW_TYPES[c.type.split_file_type]) for c in dataset.columns]
+        [pa.field(c.name, _ARROW_TYPES[c.type.split_file_type]) for c in dataset.row_columns]
     )
 
 
@@ -47,9 +47,26 @@ def find_sample() -> Path:
 
 
 def read_sample(dataset: DatasetDefinition, path: Path) -> pd.DataFrame:
-    """The sample CSV with nullable pandas dtypes that follow the definition."""
+    """The sample CSV with nullable pandas dtypes that follow the definition, plus the window
+    counts the warehouse derives (trips from the same pickup area in the hour / day before)."""
     dtypes = {c.name: _PANDAS_TYPES[c.type.split_file_type] for c in dataset.columns}
-    return pd.read_csv(path, dtype=dtypes)[list(dataset.column_names)]
+    frame = pd.read_csv(path, dtype=dtypes)[list(dataset.column_names)]
+    for window in dataset.windows:
+        for name, _, seconds in window.outputs:
+            frame[name] = _prior_counts(frame, window.keys[0], dataset.timestamp_column, seconds)
+    return frame[[c.name for c in dataset.row_columns]]
+
+
+def _prior_counts(frame: pd.DataFrame, key: str, time: str, seconds: int) -> pd.Series:
+    """Per row: rows of the same key with time in [t - seconds, t) (NULL key: missing)."""
+    counts = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    for _, group in frame[frame[key].notna()].groupby(key):
+        times = np.sort(group[time].to_numpy(dtype=np.int64))
+        own = group[time].to_numpy(dtype=np.int64)
+        before = np.searchsorted(times, own, side="left")
+        start = np.searchsorted(times, own - seconds, side="left")
+        counts.loc[group.index] = before - start
+    return counts
 
 
 def write_split(frame: pd.DataFrame, directory: Path, schema: pa.Schema | None = None) -> str:

@@ -8,7 +8,8 @@ A dataset folder's ``definition.py`` imports from here::
 Modules: ``columns`` (column types and what each means along the pipeline), ``labels`` (binary,
 multi-class, regression), ``features`` (features and model parts; the transform kinds live in
 ``transforms.kinds``), ``splitting`` (row filters, split settings), ``sources`` (where raw files
-come from), ``dataset_definition`` (the definition and its consistency checks).
+come from), ``windows`` (window aggregations and point-in-time joins: derived
+columns), ``dataset_definition`` (the definition and its consistency checks).
 """
 
 from pipeline.definition.columns import MISSING_INT64, TYPE_FACTS, Column, ColumnType, TypeFacts
@@ -40,11 +41,22 @@ from pipeline.definition.splitting import (
     RowFilter,
     SplitSettings,
 )
+from pipeline.definition.windows import (
+    Aggregation,
+    AsOfJoin,
+    Join,
+    Lookup,
+    WindowFeature,
+    duration_label,
+    duration_seconds,
+)
 
 __all__ = [
     "MISSING_INT64",
     "SPLIT_NAMES",
     "TYPE_FACTS",
+    "Aggregation",
+    "AsOfJoin",
     "AtLeast",
     "AtMost",
     "BinaryLabel",
@@ -56,9 +68,11 @@ __all__ = [
     "DuplicatePolicy",
     "Feature",
     "Head",
+    "Join",
     "Label",
     "LabelKind",
     "LocalFiles",
+    "Lookup",
     "ModelPart",
     "MultiClassLabel",
     "ParquetFormat",
@@ -72,4 +86,7 @@ __all__ = [
     "SplitSettings",
     "TimestampFormat",
     "TypeFacts",
+    "WindowFeature",
+    "duration_label",
+    "duration_seconds",
 ]

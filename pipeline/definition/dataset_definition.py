@@ -11,6 +11,7 @@ run its model name and push base. A definition is checked when it is built, so a
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 from pipeline.definition.columns import Column, ColumnType
@@ -18,6 +19,13 @@ from pipeline.definition.features import Feature, ModelPart
 from pipeline.definition.labels import Label, LabelKind
 from pipeline.definition.sources import Source
 from pipeline.definition.splitting import RowFilter, SplitSettings, filter_columns
+from pipeline.definition.windows import (
+    NUMERIC,
+    AsOfJoin,
+    Join,
+    WindowFeature,
+    join_derived_columns,
+)
 
 
 class DefinitionError(ValueError):
@@ -59,6 +67,10 @@ class DatasetDefinition:
     schema_name: str | None = None  # schemas/<schema_name>/; default: the dataset's name
     # Raw columns that describe a row to a person (run summaries); default: the first three.
     display_columns: tuple[str, ...] = ()
+    # Columns derived from events before each row's time (pipeline.definition.windows): computed
+    # by the warehouse SQL for training and filled by the server from the online store.
+    windows: tuple[WindowFeature, ...] = ()
+    joins: tuple[Join, ...] = ()
     folder: Path | None = None  # the dataset's folder, set when it is discovered
 
     def __post_init__(self) -> None:
@@ -83,7 +95,53 @@ class DatasetDefinition:
 
     @property
     def column_types(self) -> dict[str, ColumnType]:
-        return {c.name: c.type for c in self.columns}
+        """Types of every column a feature may read: the raw columns and the derived ones."""
+        return {c.name: c.type for c in self.row_columns}
+
+    # ---- derived columns (window features and joins) ---------------------------------------
+
+    @functools.cached_property
+    def derived_columns(self) -> tuple[Column, ...]:
+        """Columns the warehouse SQL (batch) and the online store (serving) derive per row."""
+        derived: list[Column] = []
+        for window in self.windows:
+            try:
+                derived += window.derived_columns()
+            except ValueError:  # a bad duration: reported by problems()
+                continue
+        for join in self.joins:
+            side = {c.name: c for c in self._side_columns(join.table)}
+            derived += join_derived_columns(join, side)
+        return tuple(derived)
+
+    @property
+    def derived_column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.derived_columns)
+
+    @property
+    def row_columns(self) -> tuple[Column, ...]:
+        """The raw table's columns, then the derived ones: a split file row without the label."""
+        return (*self.columns, *self.derived_columns)
+
+    @property
+    def client_columns(self) -> tuple[Column, ...]:
+        """What a serving client sends: the serving columns the server does not fill itself."""
+        derived = set(self.derived_column_names)
+        return tuple(c for c in self.serving_columns if c.name not in derived)
+
+    @property
+    def has_derived_columns(self) -> bool:
+        return bool(self.windows or self.joins)
+
+    def event_table_columns(self, table_name: str | None) -> tuple[Column, ...]:
+        """Columns of the main table (``None``) or of the side table called ``table_name``."""
+        return self.columns if table_name is None else self._side_columns(table_name)
+
+    def _side_columns(self, name: str) -> tuple[Column, ...]:
+        for table in self.side_tables:
+            if table.name == name:
+                return table.columns
+        return ()
 
     @property
     def label_column(self) -> Column:
@@ -94,19 +152,24 @@ class DatasetDefinition:
 
     @property
     def split_file_columns(self) -> tuple[Column, ...]:
-        """Columns of the split files: the raw columns in order, then the label."""
-        return (*self.columns, self.label_column)
+        """Columns of the split files: the raw columns in order, the derived ones, the label."""
+        return (*self.row_columns, self.label_column)
 
     def split_column(self, name: str) -> Column:
-        """A column of the split files (a raw column or the label)."""
+        """A column of the split files (a raw or derived column, or the label)."""
         if name == self.label.name:
             return self.label_column
-        return self.column(name)
+        for column in self.row_columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"dataset {self.name!r} has no column {name!r}")
 
     @property
     def serving_columns(self) -> tuple[Column, ...]:
-        """Raw columns a serving request carries: everything known before the prediction."""
-        return tuple(c for c in self.columns if c.name not in self.unknown_at_serving)
+        """Raw columns the exported model reads from a request: everything known before the
+        prediction, derived columns included (the server fills those, see client_columns)."""
+        known = tuple(c for c in self.columns if c.name not in self.unknown_at_serving)
+        return (*known, *self.derived_columns)
 
     @property
     def served_model_name(self) -> str:
@@ -149,7 +212,7 @@ class DatasetDefinition:
     def problems(self) -> list[str]:
         """Everything that contradicts itself in this definition (empty when it is sound)."""
         found = self._column_problems() + self._label_problems() + self._feature_problems()
-        return found + self._warehouse_problems()
+        return found + self._warehouse_problems() + self._derived_problems()
 
     def _column_problems(self) -> list[str]:
         names = self.column_names
@@ -187,7 +250,8 @@ class DatasetDefinition:
         return found
 
     def _feature_problems(self) -> list[str]:
-        known, types, found, seen = set(self.column_names), self.column_types, [], set()
+        types, found, seen = self.column_types, [], set()
+        known = set(types)
         for feature in self.features:
             where = f"feature {feature.name!r}"
             if feature.name in seen:
@@ -241,3 +305,130 @@ class DatasetDefinition:
                 except KeyError:
                     found.append(f"the source has no file for table {table!r}")
         return found
+
+    def _derived_problems(self) -> list[str]:
+        """Window features and joins: columns, types, windows, lags, names (see windows.py)."""
+        found: list[str] = []
+        if (self.windows or self.joins) and self.timestamp_column is None:
+            found.append("window features and joins need a timestamp column (the row's time)")
+        for window in self.windows:
+            where = f"window feature {window.name!r}"
+            found += [f"{where}: {p}" for p in window.parameter_problems()]
+            found += [f"{where}: {p}" for p in self._window_column_problems(window)]
+        for join in self.joins:
+            kind = "as-of join" if isinstance(join, AsOfJoin) else "lookup"
+            where = f"{kind} {join.name!r}"
+            found += [f"{where}: {p}" for p in join.parameter_problems()]
+            found += [f"{where}: {p}" for p in self._join_column_problems(join)]
+        found += self._derived_name_problems()
+        return found
+
+    def _key_problems(self, keys, table_keys, table_label: str, table_columns) -> list[str]:
+        row_types = {c.name: c.type for c in self.columns}
+        other = {c.name: c.type for c in table_columns}
+        found = []
+        if len(keys) != len(table_keys):
+            return [f"{len(keys)} key column(s) {keys} but {len(table_keys)} in {table_label}"]
+        for key, table_key in zip(keys, table_keys, strict=True):
+            if key not in row_types:
+                found.append(f"key {key!r} is not a column of the main table")
+            elif key in self.unknown_at_serving:
+                found.append(f"key {key!r} is unknown at serving, so a request cannot name it")
+            elif table_key not in other:
+                found.append(f"key {table_key!r} is not a column of {table_label}")
+            elif row_types[key] is not other[table_key]:
+                found.append(
+                    f"key type mismatch: {key!r} is {row_types[key]}, {table_label}."
+                    f"{table_key} is {other[table_key]}"
+                )
+            elif row_types[key] in (ColumnType.FLOAT64, ColumnType.TIMESTAMP):
+                found.append(f"key {key!r} must be STRING or INT64, not {row_types[key]}")
+        return found
+
+    def _time_problem(self, table_label: str, columns, name: str | None) -> list[str]:
+        types = {c.name: c.type for c in columns}
+        if name is None:
+            return [f"{table_label} needs a time column (event_time / time)"]
+        if name not in types:
+            return [f"time column {name!r} is not a column of {table_label}"]
+        if types[name] is not ColumnType.TIMESTAMP:
+            return [f"time column {name!r} of {table_label} must be TIMESTAMP"]
+        return []
+
+    def _window_column_problems(self, window: WindowFeature) -> list[str]:
+        if window.events is not None and window.events not in {t.name for t in self.side_tables}:
+            return [f"events names unknown side table {window.events!r}"]
+        label = "the main table" if window.events is None else f"side table {window.events!r}"
+        columns = self.event_table_columns(window.events)
+        types = {c.name: c.type for c in columns}
+        found = self._key_problems(window.keys, window.matching_event_keys, label, columns)
+        found += self._time_problem(label, columns, self.event_time_column(window))
+        if window.value is None:
+            pass  # counts the events themselves
+        elif window.value not in types:
+            found.append(f"value {window.value!r} is not a column of {label}")
+        elif types[window.value] not in NUMERIC:
+            found.append(f"value {window.value!r} must be INT64 or FLOAT64")
+        event_id = self.event_id_columns(window)
+        if not event_id:
+            found.append(f"{label} needs event_id columns (what identifies an event)")
+        for column in event_id:
+            if column not in types:
+                found.append(f"event_id column {column!r} is not a column of {label}")
+        return found
+
+    def _join_column_problems(self, join: Join) -> list[str]:
+        if join.table not in {t.name for t in self.side_tables}:
+            return [f"unknown side table {join.table!r}"]
+        label, columns = f"side table {join.table!r}", self._side_columns(join.table)
+        types = {c.name: c for c in columns}
+        found = self._key_problems(join.keys, join.matching_table_keys, label, columns)
+        if isinstance(join, AsOfJoin):
+            found += self._time_problem(label, columns, join.time)
+        found += [
+            f"column {name!r} is not a column of {label}" for name in join.columns
+            if name not in types
+        ]  # fmt: skip
+        return found
+
+    def _derived_name_problems(self) -> list[str]:
+        taken = {c.name: "a raw column" for c in self.columns}
+        taken[self.label.name] = "the label"
+        found = []
+        for owner, names in self._derived_names_by_owner():
+            for name in names:
+                if name in taken:
+                    found.append(f"{owner}: derived column {name!r} clashes with {taken[name]}")
+                else:
+                    taken[name] = owner
+        return found
+
+    def _derived_names_by_owner(self):
+        for window in self.windows:
+            try:
+                names = [name for name, _, _ in window.outputs]
+            except ValueError:
+                names = []
+            yield f"window feature {window.name!r}", names
+        for join in self.joins:
+            kind = "as-of join" if isinstance(join, AsOfJoin) else "lookup"
+            yield f"{kind} {join.name!r}", [join.output_name(c) for c in join.columns]
+
+    # ---- event tables ----------------------------------------------------------------------
+
+    def event_time_column(self, window: WindowFeature) -> str | None:
+        """The TIMESTAMP column of a window feature's event table."""
+        if window.event_time is not None:
+            return window.event_time
+        return self.timestamp_column if window.events is None else None
+
+    def event_id_columns(self, window: WindowFeature) -> tuple[str, ...]:
+        """What identifies one event of a window feature's table (main: the split key)."""
+        if window.event_id is not None:
+            return window.event_id
+        return self.split.key_columns if window.events is None else ()
+
+    @property
+    def max_lookback_seconds(self) -> int:
+        """The largest window (events older than a row's time minus this never count)."""
+        return max((w.lookback_seconds for w in self.windows), default=0)

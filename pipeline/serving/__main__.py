@@ -5,13 +5,17 @@
         [--request-log DIR --request-log-sample 0.1] [--max-body-bytes N] \\
         [--header-timeout S --body-timeout S --idle-timeout S --max-connections N] \\
         [--version-label stable=3 ...] [--enable-signature-method-name-check] \\
-        [--grpc-host 127.0.0.1 --grpc-port 8500 (0: off) --grpc-max-concurrent-rpcs N ...]
+        [--grpc-host 127.0.0.1 --grpc-port 8500 (0: off) --grpc-max-concurrent-rpcs N ...] \\
+        [--online-store sqlite:PATH|redis://host:port]
 
 Serves ``<model_base>/<version>/`` at ``/v1/models/<name>[/versions/<N>|/labels/<label>]``
 (status), ``.../metadata``, ``...:predict``, ``...:classify`` and ``...:regress``. The newest
 complete version answers requests without a version; a newly pushed one (see
 :mod:`pipeline.push`) is loaded in the background and swapped in without a restart. The first
 version is loaded before the port opens, so a client that can connect finds the model ready.
+With ``--online-store`` the server fills the dataset's window and join features of every JSON
+row from that store before encoding it (:mod:`pipeline.online.enrich`): a client sends only what
+it knows.
 
 Connections are bounded: a request head must arrive within ``--header-timeout`` seconds, its body
 within ``--body-timeout``, an idle keep-alive connection is closed after ``--idle-timeout``, and
@@ -77,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-log", type=Path, help="write sampled requests here")
     parser.add_argument("--request-log-sample", type=float, default=0.1)
     parser.add_argument("--request-log-flush-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--online-store",
+        help="fill the dataset's window and join features from this store: sqlite:PATH or "
+        "redis://host:port[/db] (fed by python -m pipeline.online)",
+    )
     limits = parser.add_argument_group("connection limits")
     limits.add_argument(
         "--header-timeout",
@@ -142,7 +151,18 @@ def build_service(args: argparse.Namespace) -> ServingService:
         request_log,
         labels=version_labels(args.version_label),
         method_name_check=args.enable_signature_method_name_check,
+        enricher=online_enricher(args),
     )
+
+
+def online_enricher(args: argparse.Namespace):
+    """The enricher of ``--online-store`` (None without one)."""
+    if not args.online_store:
+        return None
+    from pipeline.online.enrich import Enricher
+    from pipeline.online.stores import open_store
+
+    return Enricher(args.definition, open_store(args.online_store))
 
 
 def start_grpc(args: argparse.Namespace, service: ServingService) -> grpc.Server | None:

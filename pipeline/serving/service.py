@@ -66,10 +66,13 @@ class ServingService:
         labels: Mapping[str, int] | None = None,
         method_name_check: bool = False,
         missing_markers: Mapping[str, Any] | None = None,
+        enricher: Any = None,
     ) -> None:
         self.model_name = model_name
         self.registry = registry
         self.encoder = ExampleEncoder(dataset)
+        if enricher is not None:  # fills window and join features (pipeline.online.enrich)
+            self.encoder = enricher.wrap(self.encoder)
         self.request_log = request_log
         self.labels = dict(labels or {})
         self.method_name_check = method_name_check

@@ -116,9 +116,14 @@ class SplitConfig:
     def row_filters(self):
         return self.definition.filters if self.apply_filters else ()
 
+    @property
+    def project(self) -> str | None:
+        """The BigQuery project tables are qualified with (None on the embedded engine)."""
+        return self.bigquery.project if self.bigquery and self.engine == "bigquery" else None
+
     def table_ref(self) -> identifiers.TableRef:
         """The validated source table (the BigQuery project added when that engine is used)."""
-        project = self.bigquery.project if self.bigquery and self.engine == "bigquery" else None
+        project = self.project
         reference = self.table if self.table is not None else self.definition.table
         return identifiers.TableRef.parse(reference, project=project)
 

@@ -59,6 +59,11 @@ def validate_job_labels(labels: dict[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
+def validate_column_name(name: str, what: str = "column") -> str:
+    """A well-formed column name (the caller knows it is declared: a checked definition's)."""
+    return _check(_COLUMN, name, what)
+
+
 def validate_column(definition: DatasetDefinition, name: str, what: str = "column") -> str:
     """A column of ``definition``: well-formed *and* declared, or a ``ValueError``."""
     _check(_COLUMN, name, what)

@@ -27,6 +27,12 @@ from pipeline.definition import (
     RequirePresent,
 )
 from pipeline.warehouse.config import HASH_BUCKETS, SplitConfig, as_utc
+from pipeline.warehouse.derived import (
+    Tables,
+    derived_ctes,
+    derived_rows,
+    event_id_count_columns,
+)
 from pipeline.warehouse.identifiers import TableRef, validate_gcs_uri
 
 _SLOT = re.compile(r"\{\{ ([a-z_]+) \}\}")
@@ -102,16 +108,22 @@ def key_part(name: str, column_type: ColumnType) -> str:
 
 
 def key_expression(definition: DatasetDefinition, columns: tuple[str, ...]) -> str:
-    parts = [key_part(c, definition.column(c).type) for c in columns]
+    return key_text([(c, definition.column(c).type) for c in columns])
+
+
+def key_text(columns: list[tuple[str, ColumnType]]) -> str:
+    """Columns as one text, ``|``-separated, rendered alike by both engines (see key_part)."""
+    parts = [key_part(name, column_type) for name, column_type in columns]
     return "CONCAT(" + ", '|', ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
 def output_columns(definition: DatasetDefinition, with_label: bool = True) -> str:
-    """The definition's columns in order, cast to their types (a narrower integer or an integer
-    FLOAT64 column in the warehouse still leaves as the split files' type; TIMESTAMPs leave as
-    INT64 Unix seconds), then the label computed by :func:`label_value_expression`."""
+    """The definition's columns in order (raw, then derived), cast to their types (a narrower
+    integer or an integer FLOAT64 column in the warehouse still leaves as the split files' type;
+    TIMESTAMPs leave as INT64 Unix seconds), then the label computed by
+    :func:`label_value_expression`."""
     rendered = []
-    for column in definition.columns:
+    for column in definition.row_columns:
         if column.type is ColumnType.TIMESTAMP:
             rendered.append(f"UNIX_SECONDS({column.name}) AS {column.name}")
         else:
@@ -243,22 +255,35 @@ def _all_present(definition: DatasetDefinition, columns: tuple[str, ...]) -> str
 # ---- queries ---------------------------------------------------------------------------------
 
 
-def _source_cte(config: SplitConfig, with_copy_number: bool = False) -> str:
-    """The ``source`` CTE: the raw columns, the row key, the row text (exact duplicates share
-    it) and, when duplicates are dropped, each row's copy number among its duplicates."""
+def _source_cte(
+    config: SplitConfig, with_copy_number: bool = False, with_derived: bool = True
+) -> str:
+    """The ``source`` CTE: the raw columns, the derived ones (``with_derived``, after the CTEs
+    that compute them), the row key, the row text (exact duplicates share it) and, when
+    duplicates are dropped, each row's copy number among its duplicates."""
     definition = config.definition
     row_text = row_text_expression(definition)
     identity = f",\n    {row_text} AS _row_text"
     if with_copy_number:
         window = f"PARTITION BY {row_text} ORDER BY {row_text}"
         identity += f",\n    ROW_NUMBER() OVER ({window}) AS _copy_number"
-    return render(
+    derived = with_derived and definition.has_derived_columns
+    columns = definition.row_columns if derived else definition.columns
+    tables = derived_tables(config)
+    ctes = derived_ctes(definition, tables) if derived else []
+    source = render(
         "source",
-        columns=",\n    ".join(definition.column_names),
+        columns=",\n    ".join(c.name for c in columns),
         key_expression=key_expression(definition, config.resolved_key_columns),
         row_identity=identity,
-        table=config.table_ref().bigquery_sql(),
+        rows=derived_rows(definition, tables) if derived else tables.main.bigquery_sql(),
     ).rstrip("\n")
+    return ",\n".join([*ctes, source])
+
+
+def derived_tables(config: SplitConfig) -> Tables:
+    """The run's main table and the definition's side tables, as the derived columns read them."""
+    return Tables(config.table_ref(), config.project)
 
 
 def _params_of(filters: list[NamedFilter]) -> dict[str, Any]:
@@ -283,8 +308,11 @@ def filter_counts_query(config: SplitConfig) -> Query:
         removed.append(f",\n  COUNTIF({condition}) AS removed_{current.name}")
     sql = render(
         "filter_counts",
-        source_cte=_source_cte(config, with_copy_number=_drops_duplicates(config)),
+        source_cte=_source_cte(
+            config, with_copy_number=_drops_duplicates(config), with_derived=False
+        ),
         removed_counts="".join(removed),
+        event_id_counts=event_id_count_columns(config.definition, derived_tables(config)),
     )
     return Query("filter_counts", sql, _params_of(filters))
 

@@ -20,8 +20,9 @@ from typing import Any
 from pipeline import storage
 from pipeline.definition import SPLIT_NAMES, DuplicatePolicy
 from pipeline.warehouse.config import SplitConfig
+from pipeline.warehouse.derived import SideTableRef, event_id_checks
 from pipeline.warehouse.engine import Engine, SplitOutput, json_value
-from pipeline.warehouse.query import Query, filter_counts_query, split_query
+from pipeline.warehouse.query import Query, derived_tables, filter_counts_query, split_query
 from pipeline.warehouse.table_check import TableProblem, check_table
 
 MANIFEST_FILE = "warehouse_manifest.json"
@@ -136,10 +137,23 @@ def run_split(
 
 
 def check_source(config: SplitConfig, engine: Engine) -> list[str]:
-    """The source table fits the definition (a :class:`TableProblem` otherwise); its extra
-    columns."""
+    """The source table, and every side table a derived column reads, fit the definition (a
+    :class:`TableProblem` otherwise); the source table's extra columns."""
     table = config.table_ref()
-    return check_table(config.definition, table.dotted(), engine.describe_table(table))
+    extra = check_table(config.definition, table.dotted(), engine.describe_table(table))
+    for side in event_side_tables(config):
+        check_table(config.definition, side.dotted(), engine.describe_table(side.ref), side.columns)
+    return extra
+
+
+def event_side_tables(config: SplitConfig) -> list[SideTableRef]:
+    """The side tables the definition's window features and joins read, each once."""
+    definition, tables = config.definition, derived_tables(config)
+    names = [w.events for w in definition.windows if w.events] + [j.table for j in definition.joins]
+    unique = list(dict.fromkeys(names))
+    return [
+        SideTableRef(tables.ref(definition, n), definition.side_table(n).columns) for n in unique
+    ]
 
 
 def check_counts_verdicts(config: SplitConfig, counts: dict[str, int]) -> None:
@@ -147,6 +161,15 @@ def check_counts_verdicts(config: SplitConfig, counts: dict[str, int]) -> None:
     table = config.table_ref().dotted()
     if counts["input_rows"] == 0:
         raise TableProblem(f"table {table} is empty")
+    for check in event_id_checks(config.definition, derived_tables(config)):
+        ids, versions = counts[check.ids_name], counts[check.versions_name]
+        if ids != versions:
+            raise TableProblem(
+                f"{check.owner}: table {check.table.dotted()} has event ids with two versions "
+                f"({versions} versions of {ids} ids; the id is "
+                f"{', '.join(c.name for c in check.id_columns)}): an id must stand for one "
+                "event, since the online store keeps one version per id (copies are fine)"
+            )
     duplicates = counts["duplicate_rows"]
     if duplicates and config.resolved_duplicates is DuplicatePolicy.BLOCK:
         raise TableProblem(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.definition import ColumnType, DatasetDefinition
+from pipeline.definition import Column, ColumnType, DatasetDefinition
 from pipeline.verdicts import Verdict
 
 _INTEGERS = {"BIGINT", "INTEGER", "INT", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER",
@@ -35,16 +35,21 @@ def base_type(engine_type: str) -> str:
 
 
 def check_table(
-    definition: DatasetDefinition, table: str, described: dict[str, str] | None
+    definition: DatasetDefinition,
+    table: str,
+    described: dict[str, str] | None,
+    columns: tuple[Column, ...] | None = None,
 ) -> list[str]:
     """Raise :class:`TableProblem` unless ``table`` has every column with a compatible type.
 
-    ``described`` maps the table's column names to their engine types (None: no such table).
-    Returns the table's extra columns, which the pipeline ignores (reported, not an error).
+    ``described`` maps the table's column names to their engine types (None: no such table);
+    ``columns`` are the declared ones (default: the definition's main table's). Returns the
+    table's extra columns, which the pipeline ignores (reported, not an error).
     """
     if described is None:
         raise TableProblem(f"table {table} does not exist in the warehouse")
-    missing = [c.name for c in definition.columns if c.name not in described]
+    columns = definition.columns if columns is None else columns
+    missing = [c.name for c in columns if c.name not in described]
     if missing:
         raise TableProblem(
             f"table {table} lacks column(s) {missing} of dataset {definition.name!r} "
@@ -52,9 +57,9 @@ def check_table(
         )
     wrong = [
         f"{c.name} is {described[c.name]}, the definition says {c.type}"
-        for c in definition.columns
+        for c in columns
         if base_type(described[c.name]) not in COMPATIBLE[c.type]
     ]
     if wrong:
         raise TableProblem(f"table {table}: column type mismatch: " + "; ".join(wrong))
-    return sorted(set(described) - set(definition.column_names))
+    return sorted(set(described) - {c.name for c in columns})

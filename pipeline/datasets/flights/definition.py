@@ -13,12 +13,14 @@ filter; diverted ones have no arrival delay and are removed by ``label_present``
 """
 
 from pipeline.definition import (
+    AsOfJoin,
     BinaryLabel,
     Column,
     ColumnType,
     CsvFormat,
     DatasetDefinition,
     Feature,
+    Lookup,
     ModelPart,
     MultiClassLabel,
     PypiArchive,
@@ -29,6 +31,7 @@ from pipeline.definition import (
     SourceFile,
     SplitSettings,
     TimestampFormat,
+    WindowFeature,
 )
 from transforms import kinds
 
@@ -162,6 +165,71 @@ SOURCE = Source(
     ),
 )
 
+# What happened before the flight, as of its scheduled hour (pipeline.definition.windows): computed
+# by the warehouse SQL for training and filled by the server from the online store at serving.
+# A departure delay is known once the flight has left: the windows see flights scheduled 3 h to
+# 1 h earlier (lag 1 h), never the flight itself or its own hour.
+WINDOWS = (
+    WindowFeature(
+        "origin_dep_delay",
+        keys="origin",
+        value="dep_delay",
+        aggregations=("count", "mean", "max", "stddev", "last"),
+        windows=("3h",),
+        lag="1h",
+        description="Departure delays at the origin, flights scheduled 3 h to 1 h earlier",
+    ),
+    WindowFeature(
+        "carrier_dep_delay",
+        keys="carrier",
+        value="dep_delay",
+        aggregations=("count", "mean"),
+        windows=("3h", "1d"),
+        lag="1h",
+        description="The carrier's departure delays (all three airports), 3 h and a day back",
+    ),
+)
+JOINS = (
+    # The origin's weather at the scheduled hour (observations are hourly; at most 3 h old).
+    AsOfJoin(
+        "weather",
+        table="weather",
+        keys="origin",
+        time="time_hour",
+        columns=("temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"),
+        max_age="3h",
+    ),
+    Lookup("plane", table="planes", keys="tailnum", columns=("year", "seats", "engines")),
+)
+_CLIP = (0.01, 0.99)
+
+
+def _zscore(name: str, column: str, impute: str = "mean", log: bool = False) -> Feature:
+    kind = kinds.LogZScore if log else kinds.ZScore
+    return Feature(name, column, kind(impute=impute, clip=_CLIP), DEEP)
+
+
+DERIVED_FEATURES = (
+    _zscore("origin_delay_mean", "origin_dep_delay_mean_3h"),
+    _zscore("origin_delay_max", "origin_dep_delay_max_3h", log=True, impute="median"),
+    _zscore("origin_delay_stddev", "origin_dep_delay_stddev_3h", impute="median"),
+    _zscore("origin_delay_last", "origin_dep_delay_last_3h"),
+    _zscore("origin_departures", "origin_dep_delay_count_3h", log=True),
+    _zscore("carrier_delay_mean_3h", "carrier_dep_delay_mean_3h"),
+    _zscore("carrier_delay_mean_1d", "carrier_dep_delay_mean_1d"),
+    _zscore("carrier_departures_1d", "carrier_dep_delay_count_1d", log=True),
+    _zscore("temperature", "weather_temp"),
+    _zscore("dew_point", "weather_dewp"),
+    _zscore("humidity", "weather_humid"),
+    _zscore("wind_speed", "weather_wind_speed", impute="median"),
+    _zscore("wind_gust", "weather_wind_gust", impute="median"),
+    _zscore("precipitation", "weather_precip", log=True, impute="median"),
+    _zscore("pressure", "weather_pressure"),
+    _zscore("visibility", "weather_visib", impute="median"),
+    _zscore("plane_year", "plane_year", impute="median"),
+    _zscore("plane_seats", "plane_seats", log=True, impute="median"),
+)
+
 FEATURES = (
     Feature("carrier", "carrier", kinds.Vocabulary(top_k=30, num_oov_buckets=2)),
     Feature("origin", "origin", kinds.Vocabulary(top_k=10, num_oov_buckets=1)),
@@ -183,6 +251,7 @@ FEATURES = (
     ),
     Feature("departure_time", "time_hour", kinds.CyclicalTime(timezone=NEW_YORK), DEEP),
     Feature("distance", "distance", kinds.LogZScore(impute="median"), DEEP),
+    *DERIVED_FEATURES,
 )
 
 
@@ -204,6 +273,8 @@ def _flights(name: str, label, description: str) -> DatasetDefinition:
         side_tables=(WEATHER, PLANES, AIRPORTS, AIRLINES),
         schema_name="flights",
         display_columns=("carrier", "origin", "dest"),
+        windows=WINDOWS,
+        joins=JOINS,
     )
 
 

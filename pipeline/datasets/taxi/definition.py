@@ -18,6 +18,7 @@ from pipeline.definition import (
     Source,
     SourceFile,
     SplitSettings,
+    WindowFeature,
 )
 from transforms import kinds
 
@@ -95,6 +96,22 @@ def _identity(name: str, buckets: int) -> Feature:
 # z-scores use the statistics of the present, unclipped values (one analysis pass).
 _CLIP = (0.01, 0.99)
 
+# How busy the pickup area was: trips that started there in the hour (and the day) before this
+# one (pipeline.definition.windows; the warehouse SQL computes it for training, the server from
+# the online store). A start is known when it happens, so no lag. The 15k-row sample spreads
+# over four years (about 10 trips a day): there the count is almost always 0; synthetic data
+# (python -m pipeline.data synthetic) is dense enough for it to vary.
+WINDOWS = (
+    WindowFeature(
+        "pickup_area_trips",
+        keys="pickup_community_area",
+        value=None,
+        aggregations=("count",),
+        windows=("1h", "1d"),
+        description="Trips that started from the pickup community area in the hour / day before",
+    ),
+)
+
 FEATURES = (
     Feature("trip_miles", "trip_miles", kinds.ZScore(impute="mean", clip=_CLIP), DEEP),
     Feature("fare", "fare", kinds.LogZScore(impute="mean", clip=_CLIP), DEEP),
@@ -136,6 +153,18 @@ FEATURES = (
     ),
     # Fare per distance matters for tipping: miles^2, miles*fare, fare^2 of the cleaned z-scores.
     Feature(
+        "pickup_area_trips_1h",
+        "pickup_area_trips_count_1h",
+        kinds.LogZScore(impute="mean"),
+        DEEP,
+    ),
+    Feature(
+        "pickup_area_trips_1d",
+        "pickup_area_trips_count_1d",
+        kinds.LogZScore(impute="mean"),
+        DEEP,
+    ),
+    Feature(
         "miles_fare_poly",
         ("trip_miles", "fare"),
         kinds.Polynomial(impute="mean", clip=_CLIP, degree=2),
@@ -161,4 +190,5 @@ DATASET = DatasetDefinition(
     unknown_at_serving=("tips",),
     timestamp_column="trip_start_timestamp",
     display_columns=("payment_type", "fare", "trip_miles"),
+    windows=WINDOWS,
 )
