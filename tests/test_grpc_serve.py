@@ -48,13 +48,15 @@ from tensorflow_serving.apis import (
 
 from pipeline.export import raw_inputs
 from pipeline.predict import raw_examples
-from pipeline.push import push
+from pipeline.push import BlessingRule, push
 from pipeline.serving.models import read_signature_defs
 from pipeline.serving.rpc_status import RpcError
 from pipeline.serving.signature_rules import CLASSIFY, PREDICT, REGRESS, SignatureRules
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.slow
+
+AUC_RULE = BlessingRule("auc", higher_is_better=True, floor=0.5, tolerance=0.01)
 
 MODEL = "taxi"
 ROWS = 16
@@ -240,7 +242,7 @@ def in_process(trained_export, eval_batch, taxi) -> dict[str, dict[str, np.ndarr
 def taxi_dirs(tmp_path_factory, trained_export) -> dict[str, Path]:
     trained, exported = trained_export
     root = tmp_path_factory.mktemp("grpc-taxi")
-    assert push(exported.export_dir, root / "base", trained.metrics["eval"]["auc"], 0.5, 0.01)
+    assert push(exported.export_dir, root / "base", trained.metrics["eval"]["auc"], AUC_RULE)
     return {"root": root, "base": root / "base", "log": root / "request-log"}
 
 
@@ -624,7 +626,7 @@ def test_pushed_version_is_picked_up(taxi_server, taxi_dirs, trained_export, eva
     """Last among the taxi server's tests: it leaves version 2 serving."""
     trained, exported = trained_export
     assert push(
-        exported.export_dir, taxi_dirs["base"], trained.metrics["eval"]["auc"], 0.5, 0.01, version=2
+        exported.export_dir, taxi_dirs["base"], trained.metrics["eval"]["auc"], AUC_RULE, version=2
     ).blessed
     wait_for(
         lambda: {s.version for s in taxi_server.status().model_version_status} == {1, 2},
