@@ -193,3 +193,74 @@ def gcs_bucket(gcs_emulator) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     gcs.Client(project="test", credentials=AnonymousCredentials()).create_bucket(name)
     return f"gs://{name}"
+
+
+# ---- two exports for the slice gate and the model report ------------------------------------
+
+SLICE_COMPANY = "Sun Taxi"
+
+
+def two_signal_rows(rows: int, seed: int) -> pa.Table:
+    """Taxi-shaped rows whose label follows one rule inside a slice and another outside it.
+
+    Outside the slice (every company but :data:`SLICE_COMPANY`) the label is the usual one of
+    :func:`make_rows` (a cash trip is never a big tipper); inside it, the label is whether the
+    trip started at noon or later. A model can learn both, but only from rows that carry them.
+    """
+    table = make_rows(rows, seed)
+    in_slice = np.array(table.column("company").to_pylist(), dtype=object) == SLICE_COMPANY
+    afternoon = (table.column("trip_start_hour").to_numpy() >= 12).astype(np.int64)
+    label = np.where(in_slice, afternoon, table.column("big_tipper").to_numpy())
+    index = table.schema.get_field_index("big_tipper")
+    return table.set_column(index, "big_tipper", pa.array(label, pa.int64()))
+
+
+def shuffle_labels(table: pa.Table, rows: np.ndarray, seed: int) -> pa.Table:
+    """The labels of ``rows`` (a boolean mask) permuted among themselves: what a model can learn
+    from those rows is gone, their share of positives stays."""
+    label = table.column("big_tipper").to_numpy().copy()
+    label[rows] = np.random.default_rng(seed).permutation(label[rows])
+    index = table.schema.get_field_index("big_tipper")
+    return table.set_column(index, "big_tipper", pa.array(label, pa.int64()))
+
+
+@pytest.fixture(scope="session")
+def slice_models(taxi, tmp_path_factory):
+    """Two real exports on one transform graph, for the slice gate and the model report.
+
+    ``served`` was trained when the labels outside the slice were scrambled (it learned only the
+    slice's rule), ``candidate`` when the slice's labels were (it learned only the rule outside
+    the slice). On eval rows that follow both rules the candidate is better overall and worse
+    on the slice ``company = Sun Taxi``.
+    """
+    from pipeline.export import export_serving_model
+    from pipeline.train import TrainConfig, train_and_evaluate
+    from pipeline.transform import run_transform
+
+    root = tmp_path_factory.mktemp("slice-models")
+    train = two_signal_rows(3000, seed=21)
+    in_slice = np.array(train.column("company").to_pylist(), dtype=object) == SLICE_COMPANY
+    splits = {
+        "train": write_split(root / "splits" / "train", train),
+        "eval": write_split(root / "splits" / "eval", two_signal_rows(1200, seed=22)),
+        "served_train": write_split(root / "scrambled" / "outside",
+                                    shuffle_labels(train, ~in_slice, seed=23)),
+        "candidate_train": write_split(root / "scrambled" / "inside",
+                                       shuffle_labels(train, in_slice, seed=24)),
+    }  # fmt: skip
+    transform = run_transform(taxi, splits, root / "transform", ["--runner", "DirectRunner"])
+    patterns = transform.example_patterns
+    models = {}
+    for role, version in (("served", 1), ("candidate", 2)):
+        trained = train_and_evaluate(
+            taxi,
+            transform.output_dir,
+            {"train": patterns[f"{role}_train"], "eval": patterns["eval"]},
+            root / role / "model",
+            TrainConfig(train_steps=200, steps_per_epoch=100, wide_baseline=False),
+        )
+        exported = export_serving_model(
+            taxi, trained.model_dir, transform.output_dir, root / role / "serving", version=version
+        )
+        models[role] = (trained, exported)
+    return {"splits": splits, "transform": transform, **models}

@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.definition.columns import Column, ColumnType
 from pipeline.definition.features import Feature, ModelPart
 from pipeline.definition.labels import Label, LabelKind
+from pipeline.definition.slices import Slice
 from pipeline.definition.sources import Source
 from pipeline.definition.splitting import RowFilter, SplitSettings, filter_columns
 
@@ -59,6 +60,8 @@ class DatasetDefinition:
     schema_name: str | None = None  # schemas/<schema_name>/; default: the dataset's name
     # Raw columns that describe a row to a person (run summaries); default: the first three.
     display_columns: tuple[str, ...] = ()
+    # Groups of eval rows the model is judged on separately (reported, and gating the blessing).
+    slices: tuple[Slice, ...] = ()
     folder: Path | None = None  # the dataset's folder, set when it is discovered
 
     def __post_init__(self) -> None:
@@ -149,7 +152,7 @@ class DatasetDefinition:
     def problems(self) -> list[str]:
         """Everything that contradicts itself in this definition (empty when it is sound)."""
         found = self._column_problems() + self._label_problems() + self._feature_problems()
-        return found + self._warehouse_problems()
+        return found + self._warehouse_problems() + self._slice_problems()
 
     def _column_problems(self) -> list[str]:
         names = self.column_names
@@ -206,6 +209,13 @@ class DatasetDefinition:
             found += [f"{where}: {problem}" for problem in feature.problems(types)]
         if not self.features:
             found.append("no features")
+        return found
+
+    def _slice_problems(self) -> list[str]:
+        names = [s.name for s in self.slices]
+        found = [f"duplicate slice names in {names}"] if len(set(names)) != len(names) else []
+        for one in self.slices:
+            found += [f"slice {one.name!r}: {p}" for p in one.problems(self.column_types)]
         return found
 
     def _warehouse_problems(self) -> list[str]:
