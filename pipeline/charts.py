@@ -509,7 +509,7 @@ def heatmap(
                           column_label, anchor="middle", fill=_MUTED))  # fmt: skip
     if row_label:
         body.append(_text(8, frame.bottom_y + 26, row_label, fill=_MUTED))
-    return _svg("heatmap", "linear", frame, title, description, [], body)
+    return _svg("heatmap", "linear", frame, title, description, [], body, axes=False)
 
 
 # ---- frame and marks -------------------------------------------------------------------------
@@ -545,7 +545,7 @@ class _Frame:
         return self.bottom_y - self.top
 
 
-def _svg(kind, scale, frame, title, description, legend, body) -> str:
+def _svg(kind, scale, frame, title, description, legend, body, axes: bool = True) -> str:
     digest = hashlib.sha1("".join([kind, scale, title, description, *body]).encode())
     ident = f"chart-{digest.hexdigest()[:10]}"
     desc = f'<desc id="{ident}-d">{_e(description)}</desc>' if description else ""
@@ -561,12 +561,18 @@ def _svg(kind, scale, frame, title, description, legend, body) -> str:
             _text(8, 16, title, weight="bold", size=_FONT + 1),
             _legend(frame, legend),
             *body,
-            f'<line x1="{frame.left:.1f}" y1="{frame.bottom_y:.1f}" x2="{frame.right:.1f}" '
-            f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>',
-            f'<line x1="{frame.left:.1f}" y1="{frame.top:.1f}" x2="{frame.left:.1f}" '
-            f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>',
+            _axes(frame) if axes else "",
             "</svg>",
         ]
+    )
+
+
+def _axes(frame: _Frame) -> str:
+    return (
+        f'<line x1="{frame.left:.1f}" y1="{frame.bottom_y:.1f}" x2="{frame.right:.1f}" '
+        f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>'
+        f'<line x1="{frame.left:.1f}" y1="{frame.top:.1f}" x2="{frame.left:.1f}" '
+        f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>'
     )
 
 

@@ -112,7 +112,12 @@ def confusion_chart(matrix: Sequence[Sequence[int]], class_names: Sequence[str],
         "the share of the actual class's rows.",
         shades=shares,
         color=COLORS[role],
+        value_format=_count,
     )
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
 
 
 def per_class_chart(per_class: Mapping[str, list], class_names: Sequence[str]) -> str:
