@@ -23,7 +23,7 @@ STAGE_TASKS = [
     ("validate", ("validation",), dt.timedelta(hours=1)),
     ("transform", ("transform",), dt.timedelta(hours=2)),
     ("train", ("train", "export"), dt.timedelta(hours=3)),
-    ("evaluate_and_bless", ("parity", "predict"), dt.timedelta(hours=1)),
+    ("evaluate_and_bless", ("parity", "evaluate", "predict"), dt.timedelta(hours=1)),
     ("push", ("push",), dt.timedelta(minutes=15)),
 ]
 

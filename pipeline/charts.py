@@ -1,6 +1,6 @@
 """Hand-built inline SVG charts for self-contained HTML reports (no script, nothing fetched).
 
-Three chart kinds share one frame: a visible title and an accessible ``<title>``/``<desc>``,
+Four chart kinds share one frame: a visible title and an accessible ``<title>``/``<desc>``,
 axes with ticks and labels, and a legend of the series colors::
 
     bar_chart(categories, [Series("train", [...]), Series("eval", [...])], title=...)
@@ -11,7 +11,11 @@ axes with ticks and labels, and a legend of the series colors::
         drawn as equal slots labelled with their edges, so unequal (e.g. quantile) bins stay
         readable on long-tailed data
     line_chart([Line("model", [(x, y), ...]), ...], title=..., diagonal=True)
-        polylines over numeric axes (ROC, precision-recall, calibration curves)
+        polylines over numeric axes (ROC, precision-recall, calibration curves); a line with
+        ``markers=True`` draws a dot per point, with ``connect=False`` only the dots (a scatter
+        plot); ``references`` draws horizontal reference lines (e.g. a residual of 0)
+    heatmap(row_labels, column_labels, values, title=...)
+        a grid of cells shaded by value with the value written in each (a confusion matrix)
 
 Every chart takes ``scale="linear" | "log"`` for its value axis (``x_scale``/``y_scale`` for
 lines); a log axis leaves out values <= 0 rather than inventing a floor for them. Values of
@@ -21,7 +25,9 @@ Every drawn mark carries the numbers it draws, so a test or a script can check a
 its source without reading pixels: bars are ``<rect class="mark" data-series=... data-category=...
 data-value=...>`` (histogram bars also ``data-low``/``data-high``), reference marks are
 ``<line class="reference" data-category=... data-value=...>``, lines are ``<path class="mark"
-data-series=... data-points="x,y x,y ...">``. Numbers are written with ``repr`` precision. The
+data-series=... data-points="x,y x,y ...">`` (a scatter's dots are a ``<g class="mark">`` with the
+same attributes), heatmap cells are ``<rect class="mark" data-row=... data-column=...
+data-value=...>``. Numbers are written with ``repr`` precision. The
 root ``<svg>`` has ``data-chart`` (the kind) and ``data-scale``. Charts are meant to be inlined
 in HTML; :func:`standalone` makes one an ``.svg`` file.
 """
@@ -55,12 +61,15 @@ class Series:
 
 @dataclasses.dataclass(frozen=True)
 class Line:
-    """One named polyline of (x, y) points."""
+    """One named polyline of (x, y) points; ``markers`` adds a dot per point and ``connect=False``
+    leaves out the line (a scatter plot)."""
 
     name: str
     points: Sequence[tuple[float, float]]
     color: str | None = None
     dashed: bool = False
+    markers: bool = False
+    connect: bool = True
 
 
 Formatter = Callable[[float], str]
@@ -375,15 +384,17 @@ def line_chart(
     x_format: Formatter = format_number,
     y_format: Formatter = format_number,
     diagonal: bool = False,
+    references: Sequence[float] = (),
     width: int = 460,
     height: int = 300,
 ) -> str:
-    """Polylines over numeric axes; ``diagonal`` adds the y = x reference (ROC chance line,
-    perfect calibration). Points outside a log axis (<= 0) are left out."""
+    """Polylines (or dots) over numeric axes; ``diagonal`` adds the y = x reference (ROC chance
+    line, perfect calibration), ``references`` horizontal lines at those y values. Points
+    outside a log axis (<= 0) are left out."""
     colors = _colors(lines)
     frame = _Frame(width, height, bottom=58 if x_label else 44)
     xs = [x for line in lines for x, _ in line.points]
-    ys = [y for line in lines for _, y in line.points]
+    ys = [y for line in lines for _, y in line.points] + list(references)
     x_axis = _range_scale(x_range, xs, frame.left, frame.right, _is_log(x_scale))
     y_axis = _range_scale(y_range, ys, frame.bottom_y, frame.top, _is_log(y_scale))
     body = _grid_and_value_axis(frame, y_axis, y_format, y_label, horizontal=False)
@@ -400,22 +411,105 @@ def line_chart(
             f'x2="{x_axis(high):.1f}" y2="{y_axis(high):.1f}" stroke="{_MUTED}" '
             f'stroke-dasharray="4 3"/>'
         )
+    for value in references:
+        if y_axis.shows(value) and y_axis.low <= value <= y_axis.high:
+            at = y_axis(value)
+            body.append(
+                f'<line class="reference" x1="{frame.left:.1f}" y1="{at:.1f}" '
+                f'x2="{frame.right:.1f}" y2="{at:.1f}" stroke="{_MUTED}" '
+                f'stroke-dasharray="4 3" data-value="{value!r}"/>'
+            )
     for line in lines:
-        shown = [(x, y) for x, y in line.points if x_axis.shows(x) and y_axis.shows(y)]
-        path = " ".join(
-            f"{'M' if i == 0 else 'L'}{x_axis(x):.1f},{y_axis(y):.1f}"
-            for i, (x, y) in enumerate(shown)
-        )
-        dash = ' stroke-dasharray="6 3"' if line.dashed else ""
-        points = " ".join(f"{x!r},{y!r}" for x, y in line.points)
-        body.append(
-            f'<path class="mark" d="{path}" fill="none" stroke="{colors[line.name]}" '
-            f'stroke-width="2"{dash} data-series="{_e(line.name)}" data-points="{points}">'
-            f"<title>{_e(line.name)}</title></path>"
-        )
+        body.append(_line_marks(line, colors[line.name], x_axis, y_axis))
     body.append(_axis_title(frame, x_label, vertical_axis=False))
     legend = [(line.name, colors[line.name], line.dashed) for line in lines]
     return _svg("line", y_scale, frame, title, description, legend, body)
+
+
+def _line_marks(line: Line, color: str, x_axis: Scale, y_axis: Scale) -> str:
+    """A line's path and/or dots; the mark carries every point it was given."""
+    shown = [(x_axis(x), y_axis(y)) for x, y in line.points if x_axis.shows(x) and y_axis.shows(y)]
+    points = " ".join(f"{x!r},{y!r}" for x, y in line.points)
+    data = f'data-series="{_e(line.name)}" data-points="{points}"'
+    # Dots of a scatter are translucent, so dense regions read darker.
+    dot = f'r="2.2" fill="{color}"'
+    if not line.connect:
+        dot = f'r="1.8" fill="{color}" fill-opacity=".45"'
+    dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" {dot}/>' for x, y in shown)
+    dots = dots if line.markers else ""
+    if not line.connect:
+        return f'<g class="mark" {data}><title>{_e(line.name)}</title>{dots}</g>'
+    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(shown))
+    dash = ' stroke-dasharray="6 3"' if line.dashed else ""
+    return (
+        f'<path class="mark" d="{path}" fill="none" stroke="{color}" stroke-width="2"{dash} '
+        f"{data}><title>{_e(line.name)}</title></path>{dots}"
+    )
+
+
+def heatmap(
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    values: Sequence[Sequence[float]],
+    *,
+    title: str,
+    row_label: str = "",
+    column_label: str = "",
+    description: str = "",
+    value_format: Formatter = format_number,
+    shades: Sequence[Sequence[float]] | None = None,
+    color: str = PALETTE[0],
+    cell: int = 56,
+) -> str:
+    """A grid of cells, one per (row, column), each shaded by its value and labelled with it.
+
+    ``shades`` (same shape, values in [0, 1]) sets each cell's shade instead of its value
+    divided by the largest value: e.g. a confusion matrix shaded by row shares, so a rare class
+    is as readable as a common one.
+    """
+    if len(values) != len(row_labels) or any(len(r) != len(column_labels) for r in values):
+        raise ValueError(f"values must be {len(row_labels)} rows of {len(column_labels)}")
+    label_width = min(200, 16 + _CHAR * max((len(r) for r in row_labels), default=4))
+    title_width = 16 + (_CHAR + 0.6) * len(title)
+    frame = _Frame(
+        max(label_width + cell * len(column_labels) + 14, title_width),
+        46 + 20 + cell * len(row_labels) + 40,
+        left=label_width,
+        top_margin=46 + 20,
+        bottom=40,
+    )
+    largest = max((v for row in values for v in row if v is not None), default=0) or 1
+    body = []
+    for j, name in enumerate(column_labels):
+        center = frame.left + (j + 0.5) * cell
+        body.append(_text(center, frame.top - 6, _clip(name, 10), anchor="middle"))
+    for i, row_name in enumerate(row_labels):
+        y = frame.top + i * cell
+        body.append(_text(frame.left - 6, y + cell / 2 + 4, _clip(row_name, 30), anchor="end"))
+        for j, column_name in enumerate(column_labels):
+            value = values[i][j]
+            shade = shades[i][j] if shades is not None else (value or 0) / largest
+            shade = min(1.0, max(0.0, shade if shade is not None and math.isfinite(shade) else 0))
+            x = frame.left + j * cell
+            ink = "#fff" if shade > 0.55 else _INK
+            tip = f"{row_name} · {column_name}: " + (
+                "unknown" if value is None else value_format(value)
+            )
+            shown = "" if value is None else f' data-value="{_e(_number_text(value))}"'
+            body.append(
+                f'<rect class="mark" x="{x:.1f}" y="{y:.1f}" width="{cell}" height="{cell}" '
+                f'fill="{color}" fill-opacity="{0.06 + 0.94 * shade:.3f}" stroke="#fff" '
+                f'data-row="{_e(row_name)}" data-column="{_e(column_name)}"{shown}>'
+                f"<title>{_e(tip)}</title></rect>"
+            )
+            text = "-" if value is None else value_format(value)
+            body.append(_text(x + cell / 2, y + cell / 2 + 4, text, anchor="middle", fill=ink))
+    if column_label:
+        body.append(_text(frame.left + cell * len(column_labels) / 2, frame.top - 22,
+                          column_label, anchor="middle", fill=_MUTED))  # fmt: skip
+    if row_label:
+        body.append(_text(8, frame.bottom_y + 26, row_label, fill=_MUTED))
+    return _svg("heatmap", "linear", frame, title, description, [], body, axes=False)
 
 
 # ---- frame and marks -------------------------------------------------------------------------
@@ -451,7 +545,7 @@ class _Frame:
         return self.bottom_y - self.top
 
 
-def _svg(kind, scale, frame, title, description, legend, body) -> str:
+def _svg(kind, scale, frame, title, description, legend, body, axes: bool = True) -> str:
     digest = hashlib.sha1("".join([kind, scale, title, description, *body]).encode())
     ident = f"chart-{digest.hexdigest()[:10]}"
     desc = f'<desc id="{ident}-d">{_e(description)}</desc>' if description else ""
@@ -467,12 +561,18 @@ def _svg(kind, scale, frame, title, description, legend, body) -> str:
             _text(8, 16, title, weight="bold", size=_FONT + 1),
             _legend(frame, legend),
             *body,
-            f'<line x1="{frame.left:.1f}" y1="{frame.bottom_y:.1f}" x2="{frame.right:.1f}" '
-            f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>',
-            f'<line x1="{frame.left:.1f}" y1="{frame.top:.1f}" x2="{frame.left:.1f}" '
-            f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>',
+            _axes(frame) if axes else "",
             "</svg>",
         ]
+    )
+
+
+def _axes(frame: _Frame) -> str:
+    return (
+        f'<line x1="{frame.left:.1f}" y1="{frame.bottom_y:.1f}" x2="{frame.right:.1f}" '
+        f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>'
+        f'<line x1="{frame.left:.1f}" y1="{frame.top:.1f}" x2="{frame.left:.1f}" '
+        f'y2="{frame.bottom_y:.1f}" stroke="{_INK}"/>'
     )
 
 

@@ -41,6 +41,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from pipeline.manifest import report_paths
+
 QUIET_TF_CPP_MIN_LOG_LEVEL = "3"
 # TFDV's notice when IPython is missing: (module that prints it, the lines it prints).
 TFDV_NOTICE_MODULE = "tensorflow_data_validation.utils.display_util"
@@ -209,6 +211,7 @@ def _describe(name: str, ctx: Any) -> str:
         "transform": f"TFT analyze train, transform rows {rows}" if rows else "",
         "train": f"{getattr(ctx, 'train_steps', '?')} steps, then evaluation",
         "parity": f"{getattr(ctx, 'parity_rows', '?')} eval rows",
+        "evaluate": "eval rows through serving_default, against the served version, per slice",
         "predict": f"{getattr(ctx, 'predict_rows', '?')} eval rows in a fresh process",
     }
     text = descriptions.get(name, "")
@@ -232,6 +235,8 @@ def _outcome(name: str, record: dict, manifest: dict) -> str:
         return f": {record['steps']} steps{shown}"
     if name == "parity" and "passed" in record:
         return f": {'passed' if record['passed'] else 'FAILED'} on {record.get('rows')} rows"
+    if name == "evaluate" and "blessing" in record:
+        return ": blessed" if record["blessing"]["blessed"] else ": not blessed"
     if name == "push" and "blessed" in record:
         return f": pushed as version {record.get('version')}" if record["blessed"] else ": kept"
     return ""
@@ -347,8 +352,20 @@ def json_summary(manifest: dict[str, Any]) -> dict[str, Any]:
         summary["parity"] = {k: parity.get(k) for k in ("passed", "rows", "max_relative_deviation")}
     if "predictions" in manifest:
         summary["predictions"] = manifest["predictions"]
+    evaluated = stages.get("evaluate", {})
+    if "blessing" in evaluated:
+        blessing = evaluated["blessing"]
+        slices = blessing.get("slices") or {}
+        summary["evaluation"] = {
+            "rows": evaluated.get("rows"),
+            "models": evaluated.get("models", {}),
+            "blessed": blessing["blessed"],
+            "reason": blessing["reason"],
+            "slices": {k: slices.get(k) for k in ("enabled", "passed", "reason", "worse")},
+        }
     if "blessed" in push:
         summary["push"] = {k: push.get(k) for k in ("blessed", "version", "reason")}
+    summary["reports"] = report_paths(manifest)
     if manifest.get("error"):
         summary["error"] = manifest["error"]
     return summary

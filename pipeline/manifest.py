@@ -123,6 +123,7 @@ def summary(manifest: dict[str, Any]) -> str:
             f"mismatches, {online['events_replayed']} events streamed into {online['store']}"
             + ("" if prediction is None else f", max prediction deviation {prediction:.2e}")
         )
+    lines.extend(_evaluation_lines(manifest["stages"].get("evaluate", {})))
     for prediction in manifest.get("predictions", []):
         lines.append("  served: " + describe_prediction(prediction, manifest))
     push = manifest["stages"].get("push", {})
@@ -131,7 +132,36 @@ def summary(manifest: dict[str, Any]) -> str:
         lines.append(f"  push: {verdict} ({push['reason']})")
     if manifest["status"] != "succeeded" and manifest.get("error"):
         lines.append(f"  error: {manifest.get('error')}")
+    for name, path in report_paths(manifest).items():
+        lines.append(f"  {name + ' report:':<19}{path}")
     return "\n".join(lines)
+
+
+def report_paths(manifest: dict[str, Any]) -> dict[str, str]:
+    """The run's HTML reports that were written: ``validation`` (statistics/report.html) and
+    ``model`` (evaluation/report.html)."""
+    stages = manifest.get("stages", {})
+    found = {
+        "validation": stages.get("validation", {}).get("report_html"),
+        "model": stages.get("evaluate", {}).get("report_html"),
+    }
+    return {name: str(path) for name, path in found.items() if path}
+
+
+def _evaluation_lines(record: dict[str, Any]) -> list[str]:
+    """The blessing metric of both models on the same eval rows, and the slice verdict."""
+    blessing = record.get("blessing")
+    if not blessing:
+        return []
+    metric, models = blessing["metric"], record.get("models", {})
+    shown = []
+    for role, model in models.items():
+        name = "candidate" if role == "candidate" else f"served version {model.get('version')}"
+        shown.append(f"{name} {metric} {model['metrics'].get(metric, float('nan')):.4f}")
+    lines = [f"  evaluate: {', '.join(shown)} on the same {record.get('rows', 0)} eval rows"]
+    if slices := blessing.get("slices"):
+        lines.append(f"  slices: {slices['reason']}")
+    return lines
 
 
 def describe_prediction(prediction: dict[str, Any], manifest: dict[str, Any]) -> str:

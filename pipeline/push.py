@@ -9,6 +9,13 @@ majority class or the mean) and is not worse than the value the version served n
 version's value from. A version without a blessing for the same metric (pushed by hand) is
 judged on the floor alone.
 
+A decision may also carry a slice comparison (:mod:`pipeline.evaluation.slice_gate`: every
+declared slice of the eval rows, the candidate against the served version on the same rows); a
+failed one refuses the blessing whatever the overall value. The run's ``evaluate`` stage makes
+the decision (:func:`judge`) and the ``push`` stage publishes it (:func:`publish`), which refuses
+if the served version is no longer the one the decision compared with. :func:`push` does both at
+once (the command line).
+
 Publishing copies the export into a hidden staging directory inside the model base (same file
 system, ignored by the server), checks the copy's digest, writes the blessing, then renames it to
 ``<model_base>/<version>``: the server sees the whole version or nothing, and a failed copy leaves
@@ -76,11 +83,18 @@ class PushDecision:
     baseline_value: float | None = None
     version: int | None = None
     version_dir: str | None = None
+    # The slice comparison the decision took into account (pipeline.evaluation.slice_gate).
+    slices: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         payload = dataclasses.asdict(self)
         payload["version_dir"] = str(self.version_dir) if self.version_dir else None
         return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> PushDecision:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in names})
 
 
 def served_baseline(model_base: str | Path, metric: str) -> tuple[int | None, float | None]:
@@ -124,6 +138,27 @@ def next_version(model_base: str | Path, export_dir: str | Path) -> int:
     return max(highest + 1, version_of(storage.basename(export_dir)) or 0)
 
 
+def judge(
+    value: float,
+    rule: BlessingRule,
+    baseline_version: int | None,
+    baseline_value: float | None,
+    slices: dict[str, Any] | None = None,
+) -> PushDecision:
+    """The decision on ``value`` against the floor and the served value, and, when given, the
+    slice comparison (its ``passed`` and ``reason``); nothing is published."""
+    blessed, reason = decide(value, rule, baseline_value)
+    if slices is not None:
+        if blessed and not slices["passed"]:
+            blessed, reason = False, f"{reason}, but {slices['reason']}"
+        elif blessed:
+            reason = f"{reason}; {slices['reason']}"
+    return PushDecision(
+        blessed, reason, rule.metric, value, rule.higher_is_better, rule.floor, rule.tolerance,
+        baseline_version, baseline_value, slices=slices,
+    )  # fmt: skip
+
+
 def push(
     export_dir: str | Path,
     model_base: str | Path,
@@ -132,21 +167,39 @@ def push(
     version: int | None = None,
 ) -> PushDecision:
     """Publish ``export_dir`` as ``<model_base>/<version>`` if it is blessed; see the module."""
+    decision = judge(value, rule, *served_baseline(str(model_base), rule.metric))
+    return publish(export_dir, model_base, decision, version)
+
+
+def publish(
+    export_dir: str | Path,
+    model_base: str | Path,
+    decision: PushDecision,
+    version: int | None = None,
+) -> PushDecision:
+    """Publish a blessed decision's export as a new version (a refused one changes nothing).
+
+    The decision compared with the version served when it was made; if another version is
+    served now, it no longer holds and nothing is published (the decision says why).
+    """
     export_dir, model_base = str(export_dir), str(model_base)
     if not storage.isfile(storage.join(export_dir, SAVED_MODEL_FILE)):
         raise FileNotFoundError(f"{export_dir} holds no {SAVED_MODEL_FILE}")
-    baseline_version, baseline_value = served_baseline(model_base, rule.metric)
-    blessed, reason = decide(value, rule, baseline_value)
-    decision = PushDecision(
-        blessed, reason, rule.metric, value, rule.higher_is_better, rule.floor, rule.tolerance,
-        baseline_version, baseline_value,
-    )  # fmt: skip
-    if not blessed:
+    if not decision.blessed:
         return decision
+    versions = complete_versions(model_base)
+    served = versions[-1] if versions else None
+    if served != decision.baseline_version:
+        return dataclasses.replace(
+            decision,
+            blessed=False,
+            reason=f"the served version is now {served}, not the {decision.baseline_version} "
+            "this blessing compared with: evaluate again",
+        )
     storage.makedirs(model_base)
     version = version if version is not None else next_version(model_base, export_dir)
-    if baseline_version is not None and version <= baseline_version:
-        raise ValueError(f"version {version} is not newer than the served {baseline_version}")
+    if served is not None and version <= served:
+        raise ValueError(f"version {version} is not newer than the served {served}")
     target = storage.join(model_base, str(version))
     decision = dataclasses.replace(decision, version=version, version_dir=target)
     _publish(export_dir, target, decision)

@@ -5,7 +5,8 @@
     python -m pipeline.run --beam-runner portable [--beam-workers 2]  (Beam stages on the Fn API)
 
 Stages (see :mod:`pipeline.stages`): data (embedded warehouse) -> warehouse split -> validation
--> transform -> train -> export -> parity -> predict (fresh process). Every run gets its own
+-> transform -> train -> export -> parity -> evaluate (model report, blessing) -> predict (fresh
+process) -> push. Every run gets its own
 directory under ``--runs-dir`` with a ``manifest.json`` (status, stage timings, rows per split,
 anomalies, metrics, artifact paths and digests, versions of the stack), rewritten after every
 stage. With ``--stages`` only those stages run, in the run directory of ``--run-id``, reusing
@@ -108,6 +109,19 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         type=float,
         default=0.01,
         help="bless only if the eval metric is at most this much worse than the served version's",
+    )
+    parser.add_argument(
+        "--slice-tolerance",
+        type=float,
+        default=0.05,
+        help="bless only if no declared slice (with its minimum rows) is worse than the served "
+        "version on the same eval rows by more than this, in the blessing metric's units",
+    )
+    parser.add_argument(
+        "--no-slice-gate",
+        dest="slice_gate",
+        action="store_false",
+        help="report the slices but do not let them refuse the blessing",
     )
     parser.add_argument(
         "--duplicates",
@@ -258,6 +272,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         models_dir=args.models_dir,
         metric_floor=args.metric_floor,
         tolerance=args.tolerance,
+        slice_gate=args.slice_gate,
+        slice_tolerance=args.slice_tolerance,
         warehouse_engine=args.warehouse_engine,
         bigquery=bigquery,
         source_table=args.table,

@@ -25,6 +25,7 @@ STATISTICS_DIR = "statistics"
 TRANSFORM_DIR = "transform"
 MODEL_DIR = "model"
 SERVING_DIR = "serving"
+EVALUATION_DIR = "evaluation"
 
 
 class StageFailed(Verdict):
@@ -60,15 +61,23 @@ class RunContext:
     source_table: str | None = None
     duplicates: str | None = None  # keep | drop | block; default: the definition's
     sample_fraction: float = 1.0
-    # Blessing: the eval value of the label kind's metric must beat ``metric_floor`` (default:
-    # the run's trivial baseline) and be within ``tolerance`` of the served version's.
+    # Blessing (decided by the evaluate stage, published by push): the eval value of the label
+    # kind's metric must beat ``metric_floor`` (default: the run's trivial baseline) and be
+    # within ``tolerance`` of the served version's; with ``slice_gate`` no declared slice may be
+    # worse than the served version's on the same rows by more than ``slice_tolerance``.
     metric_floor: float | None = None
     tolerance: float = 0.01
+    slice_gate: bool = True
+    slice_tolerance: float = 0.05
     models_dir: str = "models"  # push base default: <models_dir>/<model name>
 
     @property
     def served_model_name(self) -> str:
         return self.model_name or self.dataset.served_model_name
+
+    @property
+    def push_base_dir(self) -> str:
+        return self.push_base or storage.join(self.models_dir, self.served_model_name)
 
     # ---- where earlier stages put things ------------------------------------------------------
 
@@ -311,24 +320,54 @@ def stage_predict(ctx: RunContext, record: dict) -> None:
     ctx.manifest["predictions"] = result["predictions"]
 
 
-def stage_push(ctx: RunContext, record: dict) -> None:
-    """Bless and publish the export when its eval metric beats the floor and the served model.
+def stage_evaluate(ctx: RunContext, record: dict) -> None:
+    """Judge the export against the served version on the eval rows, overall and per slice, and
+    bless it or not (the push stage publishes the decision); write the model report.
 
-    The metric is the label kind's (AUC, macro-F1 or RMSE); the floor defaults to the run's
-    trivial baseline on eval. Not being blessed is a normal outcome (recorded, the run still
-    succeeds): the served version simply stays.
+    Both models answer the eval split's raw rows through ``serving_default``, as serving does.
+    Not being blessed is a normal outcome (recorded, the run still succeeds).
     """
-    from pipeline.push import BlessingRule, push
+    from pipeline.evaluation.evaluator import BlessingSettings, evaluate_and_bless
+    from pipeline.evaluation.slice_gate import SliceGate
 
-    head = ctx.dataset.label.head
-    metrics = ctx.stage_record("train")["metrics"]
-    value = float(metrics["eval"][head.blessing_metric])
-    floor = ctx.metric_floor
-    if floor is None:
-        floor = float(metrics[f"{head.baseline}_baseline_eval"][head.blessing_metric])
-    rule = BlessingRule(head.blessing_metric, head.higher_is_better, floor, ctx.tolerance)
-    base = ctx.push_base or storage.join(ctx.models_dir, ctx.served_model_name)
-    decision = push(ctx.export_dir(), base, value, rule)
+    export = ctx.stage_record("export")
+    settings = BlessingSettings(
+        floor=ctx.metric_floor,
+        tolerance=ctx.tolerance,
+        slice_gate=SliceGate(enabled=ctx.slice_gate, tolerance=ctx.slice_tolerance),
+    )
+    result = evaluate_and_bless(
+        ctx.dataset,
+        ctx.split_dirs()["eval"],
+        export["export_dir"],
+        ctx.push_base_dir,
+        ctx.stage_record("train")["metrics"],
+        settings,
+        storage.join(ctx.run_dir, EVALUATION_DIR),
+        title=f"Model report of {ctx.dataset.name}, run {ctx.manifest.get('run_id', '')}",
+    )
+    record.update(result.to_manifest())
+    # The push stage publishes this decision only for the export it was made on.
+    record["export_sha256"] = export["artifacts"]["export"]["sha256"]
+    record_artifacts(ctx, record, result.artifacts())
+
+
+def stage_push(ctx: RunContext, record: dict) -> None:
+    """Publish the export if the evaluate stage blessed it, as a new version of the push base.
+
+    The decision (the label kind's metric against the floor and the served version, and the
+    slice gate) is the evaluate stage's; it holds only for the export it judged and while the
+    version it compared with is still the one served. Not being blessed is a normal outcome
+    (recorded, the run still succeeds): the served version simply stays.
+    """
+    from pipeline.push import PushDecision, publish
+
+    evaluated = ctx.stage_record("evaluate")
+    export = ctx.stage_record("export")
+    if evaluated.get("export_sha256") != export["artifacts"]["export"]["sha256"]:
+        raise StageFailed("the export changed since the evaluate stage judged it: evaluate again")
+    decision = PushDecision.from_json(evaluated["blessing"])
+    decision = publish(export["export_dir"], ctx.push_base_dir, decision)
     record.update(decision.to_json())
     ctx.manifest["pushed"] = decision.blessed
 
@@ -345,6 +384,7 @@ STAGES: dict[str, Stage] = {
     "train": stage_train,
     "export": stage_export,
     "parity": stage_parity,
+    "evaluate": stage_evaluate,
     "predict": stage_predict,
     "push": stage_push,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -243,3 +244,133 @@ def redis_url(tmp_path_factory):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# ---- two exports for the slice gate and the model report ------------------------------------
+
+SLICE_COMPANY = "Sun Taxi"
+
+
+def two_signal_rows(rows: int, seed: int) -> pa.Table:
+    """Taxi-shaped rows whose label follows one rule inside a slice and another outside it.
+
+    Outside the slice (every company but :data:`SLICE_COMPANY`) the label is the usual one of
+    :func:`make_rows` (a cash trip is never a big tipper); inside it, the label is whether the
+    trip started at noon or later. A model can learn both, but only from rows that carry them.
+    """
+    table = make_rows(rows, seed)
+    in_slice = np.array(table.column("company").to_pylist(), dtype=object) == SLICE_COMPANY
+    afternoon = (table.column("trip_start_hour").to_numpy() >= 12).astype(np.int64)
+    label = np.where(in_slice, afternoon, table.column("big_tipper").to_numpy())
+    index = table.schema.get_field_index("big_tipper")
+    return table.set_column(index, "big_tipper", pa.array(label, pa.int64()))
+
+
+def shuffle_labels(table: pa.Table, rows: np.ndarray, seed: int) -> pa.Table:
+    """The labels of ``rows`` (a boolean mask) permuted among themselves: what a model can learn
+    from those rows is gone, their share of positives stays."""
+    label = table.column("big_tipper").to_numpy().copy()
+    label[rows] = np.random.default_rng(seed).permutation(label[rows])
+    index = table.schema.get_field_index("big_tipper")
+    return table.set_column(index, "big_tipper", pa.array(label, pa.int64()))
+
+
+@pytest.fixture(scope="session")
+def slice_models(taxi, tmp_path_factory):
+    """Two real exports on one transform graph, for the slice gate and the model report.
+
+    ``served`` was trained when the labels outside the slice were scrambled (it learned only the
+    slice's rule), ``candidate`` when the slice's labels were (it learned only the rule outside
+    the slice). On eval rows that follow both rules the candidate is better overall and worse
+    on the slice ``company = Sun Taxi``.
+    """
+    from pipeline.export import export_serving_model
+    from pipeline.train import TrainConfig, train_and_evaluate
+    from pipeline.transform import run_transform
+
+    root = tmp_path_factory.mktemp("slice-models")
+    train = two_signal_rows(2400, seed=21)
+    in_slice = np.array(train.column("company").to_pylist(), dtype=object) == SLICE_COMPANY
+    # The two training sets differ in their labels only, so either one analyzed gives the same
+    # transform graph: the served model's is the ``train`` split the transform analyzes.
+    splits = {
+        "train": write_split(root / "splits" / "train", shuffle_labels(train, ~in_slice, 23)),
+        "candidate_train": write_split(root / "candidate_train",
+                                       shuffle_labels(train, in_slice, seed=24)),
+        "eval": write_split(root / "splits" / "eval", two_signal_rows(1200, seed=22)),
+    }  # fmt: skip
+    transform = run_transform(taxi, splits, root / "transform", ["--runner", "DirectRunner"])
+    patterns = transform.example_patterns
+    models = {}
+    for role, version, train_split in (("served", 1, "train"), ("candidate", 2, "candidate_train")):
+        trained = train_and_evaluate(
+            taxi,
+            transform.output_dir,
+            {"train": patterns[train_split], "eval": patterns["eval"]},
+            root / role / "model",
+            TrainConfig(train_steps=150, steps_per_epoch=75, wide_baseline=False),
+        )
+        exported = export_serving_model(
+            taxi, trained.model_dir, transform.output_dir, root / role / "serving", version=version
+        )
+        models[role] = (trained, exported)
+    return {"splits": splits, "transform": transform, **models}
+
+
+def prepared_run(run_dir: Path, slice_models: dict, role: str, run_id: str) -> Path:
+    """A run directory as the train and export stages leave it, with ``role``'s export: the
+    stages from ``evaluate`` on can continue it (``pipeline.run --stages evaluate,push``)."""
+    import shutil
+
+    from pipeline import storage
+
+    for split in ("train", "eval"):
+        shutil.copytree(slice_models["splits"][split], run_dir / "splits" / split)
+    trained, exported = slice_models[role]
+    export_dir = str(exported.export_dir)
+    manifest = {
+        "run_id": run_id,
+        "dataset": "taxi",
+        "run_dir": str(run_dir),
+        "stages": {
+            "train": {"status": "succeeded", "metrics": trained.metrics},
+            "export": {
+                "status": "succeeded",
+                "export_dir": export_dir,
+                "artifacts": {
+                    "export": {"path": export_dir, "sha256": storage.tree_digest(export_dir)}
+                },
+            },
+        },
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def gated_run(slice_models, tmp_path_factory):
+    """The served model pushed to a model base, then a run of the candidate through the
+    evaluate and push stages (in this process, as ``pipeline.run`` calls them)."""
+    from pipeline.manifest import RunRecorder
+    from pipeline.push import BlessingRule, push
+    from pipeline.stages import STAGES, RunContext
+
+    root = tmp_path_factory.mktemp("gated")
+    base = root / "models" / "taxi"
+    trained, exported = slice_models["served"]
+    served = push(exported.export_dir, base, trained.metrics["eval"]["auc"], BlessingRule("auc"))
+    assert served.blessed and served.version == 1
+    run_dir = prepared_run(root / "runs" / "gated", slice_models, "candidate", "gated")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    recorder = RunRecorder(str(run_dir), manifest)
+    ctx = RunContext(
+        dataset=get_dataset("taxi"),
+        run_dir=str(run_dir),
+        manifest=recorder.manifest,
+        beam_args=[],
+        push_base=str(base),
+    )
+    for name in ("evaluate", "push"):
+        with recorder.stage(name) as record:
+            STAGES[name](ctx, record)
+    return {"root": root, "base": base, "run_dir": run_dir, "manifest": recorder.manifest}

@@ -8,6 +8,7 @@ and multi-class heads on a deterministic sample of the real table.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -20,7 +21,9 @@ import numpy as np
 import pytest
 
 from pipeline.cli import EXIT_USAGE
+from tests import numpy_reference as ref
 from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+from tests.model_report_dom import RenderedReport, assert_self_contained
 
 pytestmark = pytest.mark.slow
 
@@ -223,7 +226,8 @@ def test_an_unknown_dataset_is_a_usage_error_before_anything_is_written(tmp_path
     [("flights_delay_minutes", "rmse", "mean"), ("flights_lateness", "macro_f1", "majority")],
 )
 def test_regression_and_multiclass_variants_run_end_to_end(tmp_path, dataset, metric, baseline):
-    """A 3% hash sample of the flights table (about 10,000 departures), 150 training steps."""
+    """A 3% hash sample of the flights table (about 10,000 departures), 150 training steps; the
+    model report has the label kind's own plots (checked in Chromium's DOM against NumPy)."""
     completed = _pipeline(
         ["pipeline.run", "--dataset", dataset, "--sample-fraction", "0.03", "--train-steps", "150",
          "--run-id", "s", "--data-dir", str(REPO_ROOT / "data")],
@@ -247,3 +251,89 @@ def test_regression_and_multiclass_variants_run_end_to_end(tmp_path, dataset, me
     else:
         assert all(p["class"] in ("on_time", "late", "very_late") for p in predictions)
         assert all(abs(sum(p["probabilities"]) - 1) < 1e-4 for p in predictions)
+    report = RenderedReport(tmp_path / "runs" / "s" / "evaluation", tmp_path / "profile")
+    assert_self_contained(report.html)
+    if dataset == "flights_delay_minutes":
+        _check_regression_report(report)
+    else:
+        _check_multiclass_report(report)
+    _check_slice_table(report, "origin", metric)
+    report.screenshots(tmp_path, f"model-report-{dataset}")
+
+
+def _check_regression_report(report: RenderedReport) -> None:
+    labels, predictions = report.rows["label"], report.rows["candidate"]
+    figures = {name: report.figure(name) for name in ("predicted_actual", "residuals")}
+    assert not any(f["data"].get("figure") == "roc" for f in report.charts.figures)
+    # Every eval row is drawn (fewer than the scatter's cap), as (prediction, actual) and as
+    # (prediction, residual).
+    scatter = report.points(figures["predicted_actual"], "candidate")
+    assert scatter == pytest.approx(np.column_stack([predictions, labels]), rel=1e-12)
+    residuals = report.points(figures["residuals"], "candidate")
+    assert residuals == pytest.approx(np.column_stack([predictions, labels - predictions]))
+    # Per decile of the prediction: the mean prediction, actual and residual.
+    edges = np.unique(np.quantile(predictions, np.linspace(0, 1, 11)))
+    means = []
+    for low, high in itertools.pairwise(edges):
+        rows = (predictions > low) & (predictions <= high)
+        rows |= (predictions == low) & (low == edges[0])
+        means.append(
+            [predictions[rows].mean(), labels[rows].mean(), (labels - predictions)[rows].mean()]
+        )
+    means = np.array(means)
+    binned = report.points(figures["predicted_actual"], "candidate bin means")
+    assert binned == pytest.approx(means[:, :2])
+    assert report.points(figures["residuals"], "candidate bin means") == pytest.approx(
+        means[:, [0, 2]]
+    )
+    counts, _ = np.histogram(labels - predictions, bins=20)
+    histogram = report.figure("residual_histogram")
+    drawn = sorted(histogram["marks"], key=lambda m: float(m["data-low"]))
+    assert [float(m["data-value"]) for m in drawn] == counts.tolist()
+    table = report.metrics_rows()
+    assert table[("candidate", "serving_default on the raw eval rows")][0] == (
+        f"{ref.rmse(labels, predictions):.4f}"
+    )
+
+
+def _check_multiclass_report(report: RenderedReport) -> None:
+    labels, probabilities = report.rows["label"], np.stack(report.rows["candidate"])
+    classes = ["on_time", "late", "very_late"]
+    predicted = probabilities.argmax(axis=1)
+    counts = ref.confusion(labels, predicted, 3)
+    heatmap = report.cells(report.figure("confusion_matrix", model="candidate"))
+    assert heatmap == {
+        (classes[a], classes[p]): float(counts[a, p]) for a in range(3) for p in range(3)
+    }
+    bars = report.bars(report.figure("per_class"))
+    for k, name in enumerate(classes):
+        precision = counts[k, k] / counts[:, k].sum() if counts[:, k].sum() else 0.0
+        recall = counts[k, k] / counts[k, :].sum()
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        assert bars[("precision", name)] == pytest.approx(precision)
+        assert bars[("recall", name)] == pytest.approx(recall)
+        assert bars[("f1", name)] == pytest.approx(f1)
+    rows, _, _ = ref.reliability_bins(predicted == labels, probabilities.max(axis=1))
+    calibration = sorted(
+        report.figure("calibration_counts")["marks"], key=lambda m: float(m["data-low"])
+    )
+    assert [float(m["data-value"]) for m in calibration] == rows
+    table = report.metrics_rows()
+    macro_f1 = table[("candidate", "serving_default on the raw eval rows")][1]
+    assert macro_f1 == f"{ref.macro_f1(labels, predicted, 3):.4f}"
+
+
+def _check_slice_table(report: RenderedReport, name: str, metric: str) -> None:
+    """No served version yet: each origin's metric is reported, nothing is compared."""
+    labels, keys = report.rows["label"], report.rows[f"slice.{name}"]
+    candidate = report.rows["candidate"]
+    rows = report.parsed.tables[name][1:]
+    assert {attrs["data-key"] for attrs, _ in rows} == set(keys.tolist())
+    for attrs, cells in rows:
+        mask = keys == attrs["data-key"]
+        if metric == "rmse":
+            expected = ref.rmse(labels[mask], candidate[mask])
+        else:
+            expected = ref.macro_f1(labels[mask], np.stack(candidate[mask]).argmax(axis=1), 3)
+        assert cells[1] == f"{mask.sum():,}" and cells[2] == f"{expected:.4f}"
+        assert attrs["data-status"] == "no served model"

@@ -172,3 +172,54 @@ def test_distinct_format_tells_neighbouring_edges_apart():
     close = [1.2345, 1.2351]
     assert len({charts.distinct_format(close)(v) for v in close}) == 2
     assert charts.distinct_format([0.0, 1.5, 700.0]) is charts.format_number
+
+
+def test_scatter_dots_and_reference_lines():
+    points = [(-1.0, 2.0), (0.5, -3.0), (4.0, 1.0)]
+    svg = charts.line_chart(
+        [
+            charts.Line("rows", points, markers=True, connect=False),
+            charts.Line("means", [(0.0, 0.5), (3.0, -0.5)], markers=True),
+        ],
+        title="residuals",
+        references=[0.0],
+    )
+    root = _parse(svg)
+    marks = {m.get("data-series"): m for m in _marks(root)}
+    scatter = marks["rows"]
+    assert scatter.tag == f"{SVG}g"  # dots only, no path
+    assert len(scatter.findall(f"{SVG}circle")) == 3
+    drawn = [tuple(map(float, p.split(","))) for p in scatter.get("data-points").split()]
+    assert drawn == points
+    assert marks["means"].tag == f"{SVG}path"
+    assert len(list(root.iter(f"{SVG}circle"))) == 3 + 2  # the line's points get dots too
+    (zero,) = [e for e in root.iter() if e.get("class") == "reference"]
+    assert float(zero.get("data-value")) == 0.0
+    assert zero.get("y1") == zero.get("y2")  # horizontal
+
+
+def test_heatmap_cells_carry_row_column_and_value():
+    svg = charts.heatmap(
+        ["on_time", "late"],
+        ["on_time", "late"],
+        [[90.0, 10.0], [30.0, 70.0]],
+        title="Confusion matrix",
+        shades=[[0.9, 0.1], [0.3, 0.7]],
+    )
+    root = _parse(svg)
+    assert root.get("data-chart") == "heatmap"
+    cells = {(m.get("data-row"), m.get("data-column")): m for m in _marks(root)}
+    assert {k: float(m.get("data-value")) for k, m in cells.items()} == {
+        ("on_time", "on_time"): 90.0,
+        ("on_time", "late"): 10.0,
+        ("late", "on_time"): 30.0,
+        ("late", "late"): 70.0,
+    }
+    opacity = {k: float(m.get("fill-opacity")) for k, m in cells.items()}
+    assert (
+        opacity[("on_time", "on_time")] > opacity[("late", "late")] > opacity[("on_time", "late")]
+    )
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert {"90", "10", "30", "70"} <= set(texts)
+    with pytest.raises(ValueError, match="2 rows of 2"):
+        charts.heatmap(["a", "b"], ["a", "b"], [[1.0, 2.0]], title="t")

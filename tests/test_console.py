@@ -110,6 +110,8 @@ def test_json_summary_parses_and_matches_the_manifest(runs, tmp_path):
     blocking = sum(1 for a in manifest["anomalies"] if a["severity"] == "BLOCKING")
     assert summary["anomalies"]["blocking"] == blocking
     assert summary["anomalies"]["found"] == manifest["anomalies"]
+    # Only the validation report exists yet; the model report comes with the evaluate stage.
+    assert summary["reports"] == {"validation": manifest["stages"]["validation"]["report_html"]}
 
 
 def test_processes_the_run_starts_inherit_the_quiet(tmp_path):

@@ -45,7 +45,7 @@ TASK_STAGES = {
     "validate": "validation",
     "transform": "transform",
     "train": "train,export",
-    "evaluate_and_bless": "parity,predict",
+    "evaluate_and_bless": "parity,evaluate,predict",
     "push": "push",
 }
 GCP = {
@@ -588,7 +588,7 @@ def test_a_bound_dags_pods_carry_its_dataset(inspected):
     (script,) = pod["args"]
     assert script.startswith(
         "cd /opt/pipeline && python -m pipeline.run --dataset flights_lateness "
-        "--run-id flights_lateness-20240305 --stages parity,predict "
+        "--run-id flights_lateness-20240305 --stages parity,evaluate,predict "
     )
 
 

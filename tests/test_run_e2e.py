@@ -29,6 +29,7 @@ STAGES = [
     "train",
     "export",
     "parity",
+    "evaluate",
     "predict",
     "push",
 ]
@@ -125,6 +126,28 @@ def test_a_blessed_model_is_pushed_in_the_serving_layout(taxi_run):
     assert blessing["value"] == pytest.approx(manifest["metrics"]["eval"]["auc"])
     assert blessing["floor"] == manifest["metrics"]["majority_baseline_eval"]["auc"] == 0.5
     assert f"push: pushed as version {push['version']}" in stdout
+    # Nothing served before this run: blessed on the floor, slices reported but not compared.
+    assert blessing["slices"]["served_version"] is None and blessing["slices"]["passed"]
+
+
+def test_the_summary_ends_with_both_reports(taxi_run):
+    runs_dir, manifest, stdout = taxi_run
+    run_dir = runs_dir / "first"
+    validation = run_dir / "statistics" / "report.html"
+    model = run_dir / "evaluation" / "report.html"
+    assert stdout.rstrip().splitlines()[-2:] == [
+        f"  validation report: {validation}",
+        f"  model report:      {model}",
+    ]
+    assert validation.is_file() and model.read_text().startswith("<!DOCTYPE html>")
+    evaluate = manifest["stages"]["evaluate"]
+    assert evaluate["report_html"] == str(model)
+    # The served path's eval metrics (raw rows through serving_default) are the training
+    # stage's (transformed eval split): the same model on the same rows.
+    served_path = evaluate["models"]["candidate"]["metrics"]
+    assert served_path["auc"] == pytest.approx(manifest["metrics"]["eval"]["auc"], abs=1e-4)
+    assert served_path["examples"] == manifest["rows_per_split"]["eval"]
+    assert "evaluate: candidate auc " in stdout
 
 
 def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
@@ -151,11 +174,24 @@ def test_the_same_inputs_give_the_same_bytes_under_another_run_id(taxi_run):
     second = json.loads((runs_dir / "second" / "manifest.json").read_text())
     names = set(first["artifacts"])
     expected = {"splits/train", "statistics/train", "transform/transform_fn", "model", "export"}
-    assert expected <= names
+    assert expected <= names and "evaluation/report.html" in names
     assert set(second["artifacts"]) == names
-    for name in sorted(names):
+    # The evaluation also depends on what is served: nothing for the first run, the first run's
+    # push for the second. Everything else depends on the inputs only.
+    for name in sorted(n for n in names if not n.startswith("evaluation/")):
         assert first["artifacts"][name]["sha256"] == second["artifacts"][name]["sha256"], name
     assert first["metrics"] == second["metrics"]
+    # The second run's candidate is the served version byte for byte: the same predictions, so
+    # no slice differs, and it is blessed.
+    blessing = second["stages"]["evaluate"]["blessing"]
+    assert blessing["baseline_version"] == first["stages"]["push"]["version"]
+    assert blessing["blessed"] and blessing["slices"]["gated"] > 0
+    differences = [
+        k["difference"] for k in blessing["slices"]["keys"] if k["difference"] is not None
+    ]
+    assert differences and set(differences) == {0.0}
+    models = second["stages"]["evaluate"]["models"]
+    assert models["candidate"]["metrics"] == models["served"]["metrics"]
     export = Path(second["artifacts"]["export"]["path"]) / "saved_model.pb"
     assert str(runs_dir).encode() not in export.read_bytes()  # no path of this machine inside
 

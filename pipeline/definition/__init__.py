@@ -8,8 +8,9 @@ A dataset folder's ``definition.py`` imports from here::
 Modules: ``columns`` (column types and what each means along the pipeline), ``labels`` (binary,
 multi-class, regression), ``features`` (features and model parts; the transform kinds live in
 ``transforms.kinds``), ``splitting`` (row filters, split settings), ``sources`` (where raw files
-come from), ``windows`` (window aggregations and point-in-time joins: derived
-columns), ``dataset_definition`` (the definition and its consistency checks).
+come from), ``windows`` (window aggregations and point-in-time joins: derived columns),
+``slices`` (groups of eval rows judged separately), ``dataset_definition`` (the definition and
+its consistency checks).
 """
 
 from pipeline.definition.columns import MISSING_INT64, TYPE_FACTS, Column, ColumnType, TypeFacts
@@ -23,6 +24,7 @@ from pipeline.definition.labels import (
     MultiClassLabel,
     RegressionLabel,
 )
+from pipeline.definition.slices import MISSING_KEY, Slice
 from pipeline.definition.sources import (
     CsvFormat,
     LocalFiles,
@@ -53,6 +55,7 @@ from pipeline.definition.windows import (
 
 __all__ = [
     "MISSING_INT64",
+    "MISSING_KEY",
     "SPLIT_NAMES",
     "TYPE_FACTS",
     "Aggregation",
@@ -81,6 +84,7 @@ __all__ = [
     "RequirePresent",
     "RowFilter",
     "SideTable",
+    "Slice",
     "Source",
     "SourceFile",
     "SplitSettings",

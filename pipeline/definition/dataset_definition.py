@@ -17,6 +17,7 @@ from pathlib import Path
 from pipeline.definition.columns import Column, ColumnType
 from pipeline.definition.features import Feature, ModelPart
 from pipeline.definition.labels import Label, LabelKind
+from pipeline.definition.slices import Slice
 from pipeline.definition.sources import Source
 from pipeline.definition.splitting import RowFilter, SplitSettings, filter_columns
 from pipeline.definition.windows import (
@@ -71,6 +72,8 @@ class DatasetDefinition:
     # by the warehouse SQL for training and filled by the server from the online store.
     windows: tuple[WindowFeature, ...] = ()
     joins: tuple[Join, ...] = ()
+    # Groups of eval rows the model is judged on separately (reported, and gating the blessing).
+    slices: tuple[Slice, ...] = ()
     folder: Path | None = None  # the dataset's folder, set when it is discovered
 
     def __post_init__(self) -> None:
@@ -212,7 +215,8 @@ class DatasetDefinition:
     def problems(self) -> list[str]:
         """Everything that contradicts itself in this definition (empty when it is sound)."""
         found = self._column_problems() + self._label_problems() + self._feature_problems()
-        return found + self._warehouse_problems() + self._derived_problems()
+        found += self._warehouse_problems() + self._derived_problems()
+        return found + self._slice_problems()
 
     def _column_problems(self) -> list[str]:
         names = self.column_names
@@ -270,6 +274,13 @@ class DatasetDefinition:
             found += [f"{where}: {problem}" for problem in feature.problems(types)]
         if not self.features:
             found.append("no features")
+        return found
+
+    def _slice_problems(self) -> list[str]:
+        names = [s.name for s in self.slices]
+        found = [f"duplicate slice names in {names}"] if len(set(names)) != len(names) else []
+        for one in self.slices:
+            found += [f"slice {one.name!r}: {p}" for p in one.problems(self.column_types)]
         return found
 
     def _warehouse_problems(self) -> list[str]:

@@ -27,6 +27,7 @@ from pipeline.definition import (
     RegressionLabel,
     RequirePresent,
     SideTable,
+    Slice,
     Source,
     SourceFile,
     SplitSettings,
@@ -254,6 +255,14 @@ FEATURES = (
     *DERIVED_FEATURES,
 )
 
+# Groups of flights the model must not get worse for: the airline, the airport, and the scheduled
+# departure hour in New York time (``time_hour`` is UTC; its local hour is the ``hour`` column).
+SLICES = (
+    Slice("carrier", "carrier", min_examples=200),
+    Slice("origin", "origin", min_examples=200),
+    Slice("departure_hour", "time_hour", calendar_part="hour", timezone=NEW_YORK, min_examples=200),
+)
+
 
 def _flights(name: str, label, description: str) -> DatasetDefinition:
     return DatasetDefinition(
@@ -275,6 +284,7 @@ def _flights(name: str, label, description: str) -> DatasetDefinition:
         display_columns=("carrier", "origin", "dest"),
         windows=WINDOWS,
         joins=JOINS,
+        slices=SLICES,
     )
 
 

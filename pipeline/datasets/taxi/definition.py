@@ -15,6 +15,7 @@ from pipeline.definition import (
     Feature,
     ModelPart,
     PypiArchive,
+    Slice,
     Source,
     SourceFile,
     SplitSettings,
@@ -172,6 +173,14 @@ FEATURES = (
     ),
 )
 
+# Groups of trips the model must not get worse for: how the rider paid (cash tips are rarely
+# recorded), the fleet, and the hour the trip started (the table's own local hour).
+SLICES = (
+    Slice("payment_type", "payment_type", min_examples=100),
+    Slice("company", "company", min_examples=100),
+    Slice("trip_start_hour", "trip_start_hour", min_examples=100),
+)
+
 DATASET = DatasetDefinition(
     name="taxi",
     description="Chicago taxi trips (TFX sample): does the rider tip more than 20% of the fare?",
@@ -191,4 +200,5 @@ DATASET = DatasetDefinition(
     timestamp_column="trip_start_timestamp",
     display_columns=("payment_type", "fare", "trip_miles"),
     windows=WINDOWS,
+    slices=SLICES,
 )
