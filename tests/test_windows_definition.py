@@ -156,7 +156,7 @@ def test_features_read_derived_columns_like_raw_ones():
 
 @pytest.mark.parametrize("name", ["flights", "taxi"])
 def test_the_reviewed_schema_lists_the_derived_columns_for_serving_too(name):
-    from pipeline.validate import load_schema
+    from pipeline.validation import load_schema
 
     dataset = get_dataset(name)
     schema = {f.name: f for f in load_schema(dataset).feature}

@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 from pipeline.export import EXAMPLES_INPUT
 from pipeline.serving.errors import NotFound
 from pipeline.serving.models import LoadedModel, ModelRegistry, _short_tf_message

@@ -15,7 +15,7 @@ import numpy as np
 from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from pipeline.dataset import DatasetDefinition
+from pipeline.definition import DatasetDefinition
 from pipeline.export import MISSING_VALUES
 
 _LISTS = {"INT64": "int64_list", "FLOAT64": "float_list", "STRING": "bytes_list"}
