@@ -315,7 +315,8 @@ def test_metadata_packs_every_signature_and_the_blessing(taxi_server, trained_ex
     blessing = response.metadata["blessing"]
     struct = struct_pb2.Struct()
     assert blessing.Unpack(struct) and "signature_def" not in response.metadata
-    assert struct["eval_auc"] == pytest.approx(trained.metrics["eval"]["auc"])
+    assert struct["metric"] == "auc"
+    assert struct["value"] == pytest.approx(trained.metrics["eval"]["auc"])
 
 
 @pytest.mark.parametrize(
