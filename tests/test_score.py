@@ -110,7 +110,7 @@ def test_batch_predictions_equal_the_rest_servers(scored_eval, taxi, export_dir,
     service = ServingService("taxi", taxi, registry)
     examples, _ = raw_examples(taxi, small_splits["eval"], 5)
     body = {"instances": [{"b64": base64.b64encode(e).decode()} for e in examples]}
-    served = service.predict("taxi", None, json.dumps(body).encode())["predictions"]
+    served = json.loads(service.predict("taxi", None, json.dumps(body).encode()))["predictions"]
     rows = pq.read_table(next(small_splits["eval"].glob("*.parquet"))).slice(0, 5).to_pylist()
     table = _table(scored_eval[1])
     for row, prediction in zip(rows, served, strict=True):

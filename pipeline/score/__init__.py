@@ -158,7 +158,8 @@ def score_table(
     )
     handler = ExportModelHandler(model, serving_schema, schema)
     columns = list(dict.fromkeys([ROW_KEY, *(config.key_columns or ()), *serving_schema.names]))
-    query = score_input_query(config.split_config())
+    # Split files hold the derived columns their split computed over the whole warehouse.
+    query = score_input_query(config.split_config(), derived_stored=config.split_dir is not None)
     target = config.output_ref()
     with _staging(config) as staging:
         if config.engine == "bigquery":

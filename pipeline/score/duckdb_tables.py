@@ -29,7 +29,8 @@ def _literal(text: str) -> str:
 
 
 def _split_dir_connection(definition: DatasetDefinition, split_dir: Path):
-    """An in-memory warehouse holding a split directory's rows as the definition's raw table."""
+    """An in-memory warehouse holding a split directory's rows as the definition's raw table,
+    with the derived columns the split computed (window features, joins)."""
     import duckdb
 
     files = sorted(Path(split_dir).glob("*.parquet"))
@@ -37,7 +38,7 @@ def _split_dir_connection(definition: DatasetDefinition, split_dir: Path):
         raise FileNotFoundError(f"no Parquet files in {split_dir}")
     connection = duckdb.connect()
     fingerprint.register_duckdb(connection)
-    table, columns = definition.table, definition.columns
+    table, columns = definition.table, definition.row_columns
     for statement in duckdb_create_table_sql(table, columns):
         connection.execute(statement)
     source = "read_parquet([" + ", ".join(_literal(str(f)) for f in files) + "])"

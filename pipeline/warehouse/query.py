@@ -256,19 +256,23 @@ def _all_present(definition: DatasetDefinition, columns: tuple[str, ...]) -> str
 
 
 def _source_cte(
-    config: SplitConfig, with_copy_number: bool = False, with_derived: bool = True
+    config: SplitConfig,
+    with_copy_number: bool = False,
+    with_derived: bool = True,
+    derived_stored: bool = False,
 ) -> str:
     """The ``source`` CTE: the raw columns, the derived ones (``with_derived``, after the CTEs
-    that compute them), the row key, the row text (exact duplicates share it) and, when
-    duplicates are dropped, each row's copy number among its duplicates."""
+    that compute them; ``derived_stored``: read as they are from a table that holds them, such
+    as split files), the row key, the row text (exact duplicates share it) and, when duplicates
+    are dropped, each row's copy number among its duplicates."""
     definition = config.definition
     row_text = row_text_expression(definition)
     identity = f",\n    {row_text} AS _row_text"
     if with_copy_number:
         window = f"PARTITION BY {row_text} ORDER BY {row_text}"
         identity += f",\n    ROW_NUMBER() OVER ({window}) AS _copy_number"
-    derived = with_derived and definition.has_derived_columns
-    columns = definition.row_columns if derived else definition.columns
+    derived = with_derived and definition.has_derived_columns and not derived_stored
+    columns = definition.row_columns if derived or derived_stored else definition.columns
     tables = derived_tables(config)
     ctes = derived_ctes(definition, tables) if derived else []
     source = render(
@@ -419,18 +423,19 @@ def _round_half_away(value: float) -> int:
 # ---- batch scoring ---------------------------------------------------------------------------
 
 
-def score_input_query(config: SplitConfig) -> Query:
+def score_input_query(config: SplitConfig, derived_stored: bool = False) -> Query:
     """Every row ``config``'s filters keep, with its row key: what batch scoring reads.
 
     The key is the split's (``config.resolved_key_columns``, the definition's split key by
     default), so predictions join back to the rows and to their split assignment. Scoring
     configs switch the training filters off (:meth:`pipeline.score.ScoreConfig.split_config`): a
-    row without a label is still scored.
+    row without a label is still scored. ``derived_stored``: the table already holds the
+    derived columns (split files): they are read, not computed again from its rows alone.
     """
     filters = named_filters(config)
     sql = render(
         "score_input",
-        source_cte=_source_cte(config),
+        source_cte=_source_cte(config, derived_stored=derived_stored),
         output_columns=output_columns(config.definition, with_label=False),
         filters="\n  AND ".join(f.predicate for f in filters) or "TRUE",
     )
