@@ -172,8 +172,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs in this process")
     args = parser.parse_args()
 
-    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from synthetic_splits import synthetic_split
+
+    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 
     with tempfile.TemporaryDirectory() as tmp:
         split = synthetic_split(args.dataset, args.rows, Path(tmp) / "splits")
