@@ -3,18 +3,22 @@
     .venv/bin/python bench/input_pipeline.py --transform-dir runs/LATEST/transform \\
         [--seconds 10] [--rounds 3] [--batch-size 256] [--hidden-units 64,32]
 
-On the same transformed TFRecords (the transform stage's ``examples/train-*``), three rates, each
-measured ``--rounds`` times for ``--seconds`` after a warm-up (medians reported):
+On the same transformed TFRecords (the transform stage's ``examples/train-*``), these rates, each
+measured ``--rounds`` times for ``--seconds`` after a warm-up (medians reported, rounds
+interleaved):
 
-* ``input_only``: iterate :func:`pipeline.train.make_dataset` (interleave, shuffle, batch,
-  parallel parse, prefetch) without a model: what the input pipeline can deliver;
+* ``input_streamed``: iterate :func:`pipeline.train.make_dataset` (interleave, shuffle, batch,
+  parallel parse, prefetch) without a model: what the streaming pipeline can deliver;
+* ``input_in_memory``: iterate :meth:`pipeline.train.ParsedSplit.batches` (the split parsed once,
+  a shuffled index batch and one gather per feature), what ``pipeline.train`` uses for splits up
+  to ``IN_MEMORY_LIMIT_BYTES``; ``parse_once_s`` is the one-off parse it costs;
 * ``model_alone``: train the wide-and-deep model on a few parsed batches cached in memory and
   repeated: what the model consumes when input costs nothing (training steps/s * batch size);
-* ``model_with_pipeline``: train on the real pipeline, as ``pipeline.train`` does.
+* ``model_with_streamed`` / ``model_with_in_memory``: train on each pipeline.
 
-``input_vs_model`` = input_only / model_alone: above 1 the pipeline delivers faster than the model
-consumes. ``pipeline_overhead`` = 1 - model_with_pipeline / model_alone: the share of training
-throughput lost to input (parsing competes with training for the same cores).
+``input_vs_model`` = input / model_alone for each pipeline: above 1 the pipeline delivers faster
+than the model consumes. ``pipeline_overhead`` = 1 - model_with_X / model_alone: the share of
+training throughput lost to input (parsing competes with training for the same cores).
 """
 
 from __future__ import annotations
@@ -87,16 +91,25 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline.datasets import get_dataset
     from pipeline.model import build_model, model_inputs
-    from pipeline.train import make_dataset
+    from pipeline.train import make_dataset, parse_split
 
     dataset = get_dataset(args.dataset)
     tft_output = tft.TFTransformOutput(str(args.transform_dir))
     pattern = str(args.transform_dir / "examples" / "train-*.tfrecord.gz")
 
-    def train_batches():
+    def streamed():
         return make_dataset(
             pattern, tft_output, dataset.label.name, config.batch_size, True, True, config.seed
         )
+
+    started = time.perf_counter()
+    parsed = parse_split(pattern, tft_output, dataset.label.name)
+    parse_once = time.perf_counter() - started
+
+    def in_memory():
+        return parsed.batches(config.batch_size, True, True, config.seed)
+
+    pipelines = {"streamed": streamed, "in_memory": in_memory}
 
     def new_model():
         tf_keras.utils.set_random_seed(config.seed)
@@ -104,23 +117,25 @@ def main(argv: list[str] | None = None) -> None:
 
     # Each measurement runs once per round, rounds interleaved, so load from other processes
     # on the machine spreads over all three; medians are reported.
-    pipeline_iterator = iter(train_batches())
-    for _ in range(args.warmup_steps):
-        next(pipeline_iterator)
-    cached = train_batches().take(CACHED_BATCHES).cache().repeat()
-    models = {"model_alone": (new_model(), cached), "model_with_pipeline": (new_model(), None)}
+    iterators = {f"input_{name}": iter(make()) for name, make in pipelines.items()}
+    for iterator in iterators.values():
+        for _ in range(args.warmup_steps):
+            next(iterator)
+    cached = streamed().take(CACHED_BATCHES).cache().repeat()
+    models = {
+        "model_alone": (new_model(), lambda: cached),
+        **{f"model_with_{name}": (new_model(), make) for name, make in pipelines.items()},
+    }
     for model, data in models.values():
-        model.fit(data or train_batches(), epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
-    samples: dict[str, list[float]] = {"input_only": [], **{name: [] for name in models}}
+        model.fit(data(), epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
+    samples: dict[str, list[float]] = {name: [] for name in [*iterators, *models]}
     for _ in range(args.rounds):
-        samples["input_only"].append(input_only(pipeline_iterator, args.seconds))
+        for name, iterator in iterators.items():
+            samples[name].append(input_only(iterator, args.seconds))
         for name, (model, data) in models.items():
-            rate = model_consumption(
-                model, data or train_batches(), config.batch_size, args.seconds
-            )
-            samples[name].append(rate)
+            samples[name].append(model_consumption(model, data(), config.batch_size, args.seconds))
     rates = {name: statistics.median(values) for name, values in samples.items()}
-    supply, demand = rates["input_only"], rates["model_alone"]
+    demand = rates["model_alone"]
     report = {
         "transform_dir": str(args.transform_dir),
         "train_files": len(tf.io.gfile.glob(pattern)),
@@ -134,8 +149,12 @@ def main(argv: list[str] | None = None) -> None:
             name: round(rates[name] / config.batch_size, 1) for name in models
         },
         "samples": {name: [round(v) for v in values] for name, values in samples.items()},
-        "input_vs_model": round(supply / demand, 2),
-        "pipeline_overhead": round(1.0 - rates["model_with_pipeline"] / demand, 3),
+        "parse_once_s": round(parse_once, 2),
+        "input_vs_model": {name: round(rates[f"input_{name}"] / demand, 2) for name in pipelines},
+        "pipeline_overhead": {
+            name: round(1.0 - rates[f"model_with_{name}"] / demand, 3) for name in pipelines
+        },
+        "in_memory_vs_streamed": round(rates["input_in_memory"] / rates["input_streamed"], 2),
     }
     print(json.dumps(report, indent=2))
 

@@ -25,6 +25,26 @@ import tf_keras
 
 from pipeline.definition import DatasetDefinition, Feature, Head, LabelKind, ModelPart
 
+
+def leave_tf_keras_to_python() -> None:
+    """Tell AutoGraph not to convert ``tf_keras``'s own code, as it never converts ``keras``'s.
+
+    AutoGraph rewrites the Python source of every function a ``tf.function`` calls unless a rule
+    names its package; TensorFlow's rules skip ``tensorflow`` and ``keras`` but predate the
+    ``tf_keras`` package (Keras 2, renamed), so each first trace of ``fit``, ``evaluate``,
+    ``predict`` or a SavedModel save parsed and rewrote the whole of Keras's training code: about
+    half of the training stage. Keras's code has no control flow on tensors for AutoGraph to
+    rewrite (it ran unconverted under its old name), so the traced graphs compute the same.
+    """
+    from tensorflow.python.autograph.core import config
+
+    rule = config.DoNotConvert("tf_keras")
+    if not any(str(r) == str(rule) for r in config.CONVERSION_RULES):
+        config.CONVERSION_RULES = (rule, *config.CONVERSION_RULES)
+
+
+leave_tf_keras_to_python()
+
 WIDE_AND_DEEP = frozenset({ModelPart.WIDE, ModelPart.DEEP})
 WIDE_ONLY = frozenset({ModelPart.WIDE})
 _LOSSES = {

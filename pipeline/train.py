@@ -1,9 +1,13 @@
 """Train the wide-and-deep model on the transformed TFRecords and evaluate it against baselines.
 
-The input pipeline keeps the trainer busy: shards are read in parallel (interleave), records are
-shuffled, batched *before* parsing so one vectorized ``parse_example`` handles a whole batch, and
-the next batches are prefetched while the model trains on the current one
-(``bench/input_pipeline.py`` measures the pipeline against the model's consumption).
+The input pipeline keeps the trainer busy (``bench/input_pipeline.py`` measures it against the
+model's consumption). A split whose shards are small (:data:`IN_MEMORY_LIMIT_BYTES`) is parsed
+once into whole-split tensors (:class:`ParsedSplit`); its batches are then a shuffled index batch
+and one ``tf.gather`` per feature, so no record is decompressed or parsed twice, and the
+model, its wide-only baseline and the no-derived baseline (and every validation pass) share those
+tensors. A larger split streams: shards are read in parallel (interleave), records are shuffled,
+batched *before* parsing so one vectorized ``parse_example`` handles a whole batch, and the next
+batches are prefetched while the model trains on the current one.
 
 The label kind decides the head, the loss and the metrics (``pipeline.metrics``: AUC, accuracy,
 precision, recall, log loss for binary labels; accuracy, macro-F1, log loss for multi-class;
@@ -52,6 +56,10 @@ from pipeline.model import (
 
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
+# Splits whose gzipped shards add up to at most this are parsed once and kept in memory (a
+# transformed example is a few hundred bytes parsed; the taxi train split's shards are ~1 MB).
+IN_MEMORY_LIMIT_BYTES = 64 * 2**20
+PARSE_BATCH_SIZE = 8192
 EVALUATED_SPLITS = ("eval", "test")
 
 
@@ -128,6 +136,86 @@ def make_dataset(
 
     parsed = batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     return parsed.prefetch(AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedSplit:
+    """A whole split parsed once: one tensor per transformed feature and one of labels.
+
+    :meth:`batches` serves training and evaluation batches from it, so every model trained on the
+    split (and every validation pass) reads the same tensors instead of parsing the records again.
+    """
+
+    features: dict[str, tf.Tensor]
+    labels: tf.Tensor
+
+    @property
+    def rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        repeat: bool,
+        seed: int = 42,
+        names: set[str] | None = None,
+    ) -> tf.data.Dataset:
+        """(features, label) batches; ``names`` keeps only those features.
+
+        Shuffling permutes the whole split every epoch (seeded, so the same batches every run);
+        with ``repeat`` an epoch's last batch is topped up from the next epoch, as in the
+        streaming path. Each batch costs one gather per feature.
+        """
+        features = {k: v for k, v in self.features.items() if names is None or k in names}
+        labels = self.labels
+        indices = tf.data.Dataset.range(self.rows)
+        if shuffle:
+            indices = indices.shuffle(self.rows, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            indices = indices.repeat()
+
+        def gather(batch):
+            return {k: tf.gather(v, batch) for k, v in features.items()}, tf.gather(labels, batch)
+
+        batched = indices.batch(batch_size, drop_remainder=False)
+        return batched.map(gather, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(
+            AUTOTUNE
+        )
+
+
+def parse_split(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> ParsedSplit:
+    """Read and parse every record of a split once, in file order."""
+    parts: dict[str, list[tf.Tensor]] = {}
+    labels = []
+    for features, batch_labels in make_dataset(
+        file_pattern, tft_output, label, PARSE_BATCH_SIZE, False, False
+    ):
+        for name, values in features.items():
+            parts.setdefault(name, []).append(values)
+        labels.append(batch_labels)
+    if not labels:
+        spec = tft_output.transformed_feature_spec()
+        empty = {name: tf.zeros([0, *s.shape], s.dtype) for name, s in spec.items()}
+        return ParsedSplit(empty, empty.pop(label))
+    return ParsedSplit({n: tf.concat(v, axis=0) for n, v in parts.items()}, tf.concat(labels, 0))
+
+
+def shard_bytes(file_pattern: str) -> int:
+    """Total size of a split's (gzipped) shards."""
+    return sum(tf.io.gfile.stat(path).length for path in tf.io.gfile.glob(file_pattern))
+
+
+def load_split(
+    file_pattern: str,
+    tft_output: tft.TFTransformOutput,
+    label: str,
+    limit_bytes: int = IN_MEMORY_LIMIT_BYTES,
+) -> ParsedSplit | None:
+    """The split parsed into memory if its shards are at most ``limit_bytes``, else None."""
+    if shard_bytes(file_pattern) > limit_bytes:
+        return None
+    return parse_split(file_pattern, tft_output, label)
 
 
 class StepBudget(tf_keras.callbacks.Callback):
@@ -247,22 +335,56 @@ def split_labels(file_pattern: str, tft_output: tft.TFTransformOutput, label: st
     return np.concatenate(values) if values else np.zeros(0)
 
 
+class SplitBatches:
+    """Batches of every split, from memory where the split is small, streamed otherwise."""
+
+    def __init__(
+        self,
+        tft_output: tft.TFTransformOutput,
+        label: str,
+        example_patterns: dict[str, str],
+        config: TrainConfig,
+    ):
+        self.tft_output, self.label, self.config = tft_output, label, config
+        self.patterns = example_patterns
+        self.parsed = {
+            split: load_split(pattern, tft_output, label)
+            for split, pattern in example_patterns.items()
+        }
+
+    def batches(self, split: str, names: set[str] | None = None) -> tf.data.Dataset:
+        """Shuffled, repeated training batches for ``train``; one ordered pass otherwise."""
+        training = split == "train"
+        size = self.config.batch_size if training else EVAL_BATCH_SIZE
+        parsed = self.parsed[split]
+        if parsed is not None:
+            return parsed.batches(size, training, training, self.config.seed, names)
+        streamed = make_dataset(
+            self.patterns[split], self.tft_output, self.label, size, training, training,
+            self.config.seed,
+        )  # fmt: skip
+        return streamed if names is None else _select(streamed, names)
+
+    def labels(self, split: str) -> np.ndarray:
+        parsed = self.parsed[split]
+        if parsed is not None:
+            return parsed.labels.numpy()
+        return split_labels(self.patterns[split], self.tft_output, self.label)
+
+
 def _baselines(
-    dataset: DatasetDefinition,
-    tft_output: tft.TFTransformOutput,
-    example_patterns: dict[str, str],
-    splits: list[str],
+    dataset: DatasetDefinition, splits: SplitBatches, evaluated: list[str]
 ) -> tuple[dict, dict]:
-    """The training label summary and the trivial baseline's metrics on ``splits``."""
-    kind, name = dataset.label_kind, dataset.label.name
-    train_labels = split_labels(example_patterns["train"], tft_output, name)
+    """The training label summary and the trivial baseline's metrics on ``evaluated``."""
+    kind = dataset.label_kind
+    train_labels = splits.labels("train")
     summary = evaluation.label_summary(kind, train_labels, dataset.label.num_classes)
     scaled = evaluation.label_summary(
         kind, label_scale(dataset, train_labels), dataset.label.num_classes
     )
     results = {}
-    for split in splits:
-        labels = label_scale(dataset, split_labels(example_patterns[split], tft_output, name))
+    for split in evaluated:
+        labels = label_scale(dataset, splits.labels(split))
         predictions = evaluation.baseline_predictions(kind, scaled, len(labels))
         results[split] = evaluation.evaluate(kind, labels, predictions)
     return summary, results
@@ -286,19 +408,14 @@ def train_and_evaluate(
     label = dataset.label.name
     head = dataset.label.head
     inputs = model_inputs(dataset, tft_output)
-    train_ds = make_dataset(
-        example_patterns["train"], tft_output, label, config.batch_size, True, True, config.seed
-    )
-    split_datasets = {
-        split: make_dataset(
-            example_patterns[split], tft_output, label, EVAL_BATCH_SIZE, False, False
-        )
-        for split in EVALUATED_SPLITS
-        if split in example_patterns
-    }
-    if "eval" not in split_datasets:
+    evaluated = [split for split in EVALUATED_SPLITS if split in example_patterns]
+    if "eval" not in evaluated:
         raise ValueError("training needs an eval split for early stopping")
-    summary, baseline = _baselines(dataset, tft_output, example_patterns, list(split_datasets))
+    used = {split: example_patterns[split] for split in ("train", *evaluated)}
+    splits = SplitBatches(tft_output, label, used, config)
+    train_ds = splits.batches("train")
+    split_datasets = {split: splits.batches(split) for split in evaluated}
+    summary, baseline = _baselines(dataset, splits, evaluated)
     bias = initial_output_bias(head, summary)
     with storage.staged_directory(model_dir) as staging:
         model, steps, metrics = _train_model(
@@ -318,8 +435,8 @@ def train_and_evaluate(
         if config.no_derived_baseline and len(without) < len(inputs):
             names = {i.name for i in without}
             _, no_derived_steps, no_derived_metrics = _train_model(
-                dataset, without, WIDE_AND_DEEP, _select(train_ds, names),
-                {s: _select(d, names) for s, d in split_datasets.items()}, config,
+                dataset, without, WIDE_AND_DEEP, splits.batches("train", names),
+                {s: splits.batches(s, names) for s in evaluated}, config,
                 storage.join(staging, "logs", "no_derived"), bias,
             )  # fmt: skip
             for split, values in no_derived_metrics.items():

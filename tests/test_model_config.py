@@ -202,3 +202,20 @@ def test_multiclass_and_regression_metrics_equal_the_reference_formulas():
     positives, negatives = scores_b[binary == 1], scores_b[binary == 0]
     pairs = (positives[:, None] > negatives[None, :]).mean()  # P(positive ranked above negative)
     assert metrics.evaluate(LabelKind.BINARY, binary, scores_b)["auc"] == pytest.approx(pairs, 1e-6)
+
+
+def test_autograph_leaves_keras_training_code_alone():
+    """tf_keras's fit/evaluate/predict code is traced as Python, not rewritten by AutoGraph (the
+    rewrite cost about half of the training stage), while the project's own layers still are."""
+    import tf_keras
+    from tensorflow.python.autograph.impl import conversion
+
+    from pipeline import model
+
+    assert conversion.is_allowlisted(tf_keras.Model.train_step)
+    assert conversion.is_allowlisted(tf_keras.layers.Dense.call)
+    assert not conversion.is_allowlisted(model._OutputBias.call)
+    model.leave_tf_keras_to_python()  # idempotent: one rule however often modules load
+    from tensorflow.python.autograph.core import config
+
+    assert sum(str(r) == "DoNotConvert rule for tf_keras" for r in config.CONVERSION_RULES) == 1

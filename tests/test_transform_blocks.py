@@ -628,3 +628,36 @@ def test_eager_calls_leave_no_schema_annotations_behind():
     blocks.record_categories(tf.constant([1, 2], tf.int64), 5)
     collection = tf.compat.v1.get_collection(schema_inference._TF_METADATA_TENSOR_COLLECTION)
     assert not any(isinstance(t, tf.__internal__.EagerTensor) for t in collection)
+
+
+def test_features_cleaning_one_column_the_same_way_share_its_analyzers(monkeypatch):
+    """One analyzer per statistic: the polynomial reuses the z-score's imputation, clip and
+    moments of ``x`` instead of asking TFT for the same training statistics again."""
+    from tensorflow_transform import impl_helper
+    from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
+
+    from pipeline.raw_schema import tensor_adapter_config
+    from transforms.preprocessing import make_preprocessing_fn
+
+    calls = Counter()
+    for analyzer in ("mean", "var", "quantiles"):
+        original = getattr(tft, analyzer)
+
+        def counted(*args, _original=original, _analyzer=analyzer, **kwargs):
+            calls[_analyzer] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(tft, analyzer, counted)
+    clip = (0.05, 0.95)
+    features = (
+        Feature("x_z", "x", K.ZScore(impute="mean", clip=clip), DEEP),
+        Feature("x_poly", ("x", "y"), K.Polynomial(impute="mean", clip=clip), DEEP),
+    )
+    dataset = dataclasses.replace(BLOCKS, features=features)
+    specs = TensorAdapter(tensor_adapter_config(dataset)).OriginalTypeSpecs()
+    impl_helper.trace_preprocessing_function(
+        make_preprocessing_fn(dataset), specs, use_tf_compat_v1=False
+    )
+    # x and y: the mean of the present values (imputation and z-score), the clip bounds, the
+    # variance; once each, not once per feature and use.
+    assert calls == {"mean": 2, "var": 2, "quantiles": 2}

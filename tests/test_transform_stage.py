@@ -89,3 +89,17 @@ def test_large_splits_are_written_as_several_shards(single_phase, tmp_path, monk
     assert [s.name for s in shards] == [f"train-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
     rows = sum(1 for s in shards for _ in tf.data.TFRecordDataset(str(s), compression_type="GZIP"))
     assert rows == result.rows["train"] == 3000
+
+
+def test_without_a_cache_every_span_is_read_without_tracing_again(taxi, monkeypatch):
+    from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
+
+    from pipeline import transform
+
+    def traced(*args, **kwargs):
+        raise AssertionError("traced preprocessing_fn to plan a read that has no cache")
+
+    monkeypatch.setattr(analysis_graph_builder, "get_analysis_dataset_keys", traced)
+    keys = {span: analyzer_cache.DatasetKey(span) for span in ("day0", "day1")}
+    needed = transform._spans_to_read(None, None, keys, {})
+    assert needed == set(keys.values())

@@ -27,7 +27,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 import tensorflow as tf
@@ -41,6 +42,39 @@ QUANTILE_EPSILON = 0.001
 MAX_QUANTILE_GRID = 1000
 
 Raw = tf.Tensor | tf.SparseTensor
+
+# ---- one analyzer per statistic ---------------------------------------------------------------
+
+# Per traced graph: statistics already asked for, by what they are computed over.
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shared(kind: str, over: tuple, params: tuple, compute: Callable):
+    """``compute()`` once per traced graph for the same tensors ``over`` and ``params``.
+
+    Several features of one column ask for the same statistic (a polynomial of the z-scored
+    distance needs the distance's mean imputation, clip bounds, mean and variance, exactly as the
+    distance's own z-score does). Each ``tft`` call is an analyzer of its own, and every analyzer
+    adds to each of TFT's traces, saved graphs and Beam combines; the second ask gets the first
+    one's tensors instead, which hold the very same training statistic. Eager calls (outside an
+    analysis) compute directly.
+    """
+    if tf.executing_eagerly():
+        return compute()
+    cache = _SHARED.setdefault(tf.compat.v1.get_default_graph(), {})
+    key = (kind, tuple(id(t) for t in over), params)
+    if key not in cache:
+        cache[key] = (over, compute())  # keeps ``over`` alive, so its ids stay unique
+    return cache[key][1]
+
+
+def _mean(values: tf.Tensor, name: str = "mean") -> tf.Tensor:
+    return _shared("mean", (values,), (), lambda: tft.mean(values, name=name))
+
+
+def _var(values: tf.Tensor, name: str = "var") -> tf.Tensor:
+    return _shared("var", (values,), (), lambda: tft.var(values, name=name))
+
 
 # ---- missing values ---------------------------------------------------------------------------
 
@@ -77,9 +111,13 @@ def present_values(x: Raw) -> tf.Tensor:
     Full-pass statistics for imputation and clipping are computed over these, so a missing value
     never pulls a mean towards a placeholder.
     """
-    values = x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1])
-    values = tf.cast(values, tf.float32)
-    return tf.boolean_mask(values, tf.logical_not(tf.math.is_nan(values)))
+
+    def compute():
+        values = x.values if isinstance(x, tf.SparseTensor) else tf.reshape(x, [-1])
+        values = tf.cast(values, tf.float32)
+        return tf.boolean_mask(values, tf.logical_not(tf.math.is_nan(values)))
+
+    return _shared("present", (x,), (), compute)
 
 
 def _zero(dtype: tf.DType):
@@ -95,7 +133,7 @@ def impute_constant(x: Raw, value) -> tf.Tensor:
 def impute_mean(x: Raw, name: str | None = None) -> tf.Tensor:
     """Dense float32 ``[batch]``: missing values replaced by the training mean of present ones."""
     with tf.name_scope(name or "impute_mean"):
-        mean = tft.mean(present_values(x), name="mean")
+        mean = _mean(present_values(x))
         return impute_constant(x, _finite_or_zero(mean))
 
 
@@ -137,8 +175,12 @@ def quantile_grid(fractions: Sequence[float]) -> tuple[int, list[int]]:
 def quantile_values(values: tf.Tensor, fractions: Sequence, name: str | None = None) -> list:
     """Scalar float32 tensors: the training quantiles of ``values`` at ``fractions``."""
     num_buckets, indices = quantile_grid(fractions)
-    boundaries = tft.quantiles(values, num_buckets, QUANTILE_EPSILON, name=name)
-    boundaries = tf.reshape(boundaries, [-1])
+    boundaries = _shared(
+        "quantiles",
+        (values,),
+        (num_buckets,),
+        lambda: tf.reshape(tft.quantiles(values, num_buckets, QUANTILE_EPSILON, name=name), [-1]),
+    )
     return [boundaries[i] for i in indices]
 
 
@@ -194,8 +236,17 @@ def clean_numeric(
     ``impute`` is ``"constant"`` (``default``), ``"mean"`` or ``"median"`` (over the present
     training values); a NaN counts as missing. ``clip`` is a pair of quantile fractions whose
     training values bound the column, computed over the present raw values. ``log`` applies
-    ``log1p(max(x, 0))`` last.
+    ``log1p(max(x, 0))`` last. Features cleaning the same column the same way share one result.
     """
+    return _shared(
+        "clean",
+        (x,),
+        (default, impute, tuple(clip) if clip is not None else None, log),
+        lambda: _clean_numeric(x, default, impute, clip, log, name),
+    )
+
+
+def _clean_numeric(x: Raw, default, impute: str, clip, log: bool, name: str | None):
     with tf.name_scope(name or "clean_numeric"):
         present = present_values(x)
         filled = impute_constant(x, 0.0 if default is None else default)
@@ -236,8 +287,10 @@ def zscore(x: tf.Tensor, reference: tf.Tensor | None = None, name: str | None = 
     if reference is None:
         return tft.scale_to_z_score(tf.cast(x, tf.float32), name=name)
     with tf.name_scope(name or "zscore"):
-        reference = tf.reshape(tf.cast(reference, tf.float32), [-1])
-        return standardize(x, tft.mean(reference, name="mean"), tft.var(reference, name="var"))
+        flat = reference
+        if flat.dtype != tf.float32 or flat.shape.rank != 1:
+            flat = tf.reshape(tf.cast(reference, tf.float32), [-1])
+        return standardize(x, _mean(flat), _var(flat))
 
 
 def log_zscore(x: tf.Tensor, name: str | None = None) -> tf.Tensor:

@@ -1,0 +1,110 @@
+"""The training input: splits parsed once into memory, their batches, the streaming fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipeline import train
+from pipeline.train import ParsedSplit, SplitBatches, TrainConfig, load_split, parse_split
+
+ROWS = 10
+
+
+def _numbered_split() -> ParsedSplit:
+    """Row i has feature x = i, feature y = -i and label 2 * i."""
+    x = tf.range(ROWS, dtype=tf.int64)
+    return ParsedSplit({"x": x, "y": -x}, 2 * x)
+
+
+def _stream(dataset: tf.data.Dataset, batches: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xs, ys, labels = [], [], []
+    for features, label in dataset.take(batches):
+        xs.append(features["x"].numpy())
+        ys.append(features["y"].numpy())
+        labels.append(label.numpy())
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(labels)
+
+
+def test_one_ordered_pass_without_shuffle_or_repeat():
+    batches = list(_numbered_split().batches(4, shuffle=False, repeat=False))
+    assert [len(label) for _, label in batches] == [4, 4, 2]
+    x, y, labels = _stream(_numbered_split().batches(4, False, False), 10)
+    np.testing.assert_array_equal(x, np.arange(ROWS))
+    np.testing.assert_array_equal(y, -x)
+    np.testing.assert_array_equal(labels, 2 * x)
+
+
+def test_every_epoch_is_a_fresh_permutation_of_every_row():
+    x, y, labels = _stream(_numbered_split().batches(4, shuffle=True, repeat=True, seed=7), 15)
+    epochs = x[: 6 * ROWS].reshape(6, ROWS)
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(ROWS))
+    assert len({tuple(epoch) for epoch in epochs}) > 1  # reshuffled, not one order repeated
+    np.testing.assert_array_equal(y, -x)  # features and label of a row stay together
+    np.testing.assert_array_equal(labels, 2 * x)
+
+
+def test_the_same_seed_gives_the_same_batches():
+    first = _stream(_numbered_split().batches(3, True, True, seed=1), 8)[0]
+    again = _stream(_numbered_split().batches(3, True, True, seed=1), 8)[0]
+    other = _stream(_numbered_split().batches(3, True, True, seed=2), 8)[0]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_names_keep_only_those_features():
+    features, label = next(iter(_numbered_split().batches(4, False, False, names={"y"})))
+    assert set(features) == {"y"} and len(label) == 4
+
+
+def test_a_parsed_split_holds_every_row_of_the_split(transform_output, taxi):
+    tft_output = tft.TFTransformOutput(transform_output.output_dir)
+    pattern = transform_output.example_patterns["eval"]
+    parsed = parse_split(pattern, tft_output, taxi.label.name)
+    assert parsed.rows == transform_output.rows["eval"]
+    spec = tft_output.transformed_feature_spec()
+    assert set(parsed.features) == set(spec) - {taxi.label.name}
+    assert all(v.shape[0] == parsed.rows for v in parsed.features.values())
+
+
+def test_splits_above_the_limit_stream_the_same_rows(transform_output, taxi):
+    tft_output = tft.TFTransformOutput(transform_output.output_dir)
+    patterns = {s: transform_output.example_patterns[s] for s in ("train", "eval")}
+    assert load_split(patterns["eval"], tft_output, taxi.label.name, limit_bytes=0) is None
+    in_memory = SplitBatches(tft_output, taxi.label.name, patterns, TrainConfig())
+    assert in_memory.parsed["eval"] is not None
+    streamed = SplitBatches(tft_output, taxi.label.name, patterns, TrainConfig())
+    streamed.parsed = {split: None for split in patterns}  # as for splits above the limit
+    for split in patterns:
+        np.testing.assert_array_equal(in_memory.labels(split), streamed.labels(split))
+    rows = {}
+    for name, source in (("memory", in_memory), ("stream", streamed)):
+        batches = list(source.batches("eval"))
+        rows[name] = {k: np.concatenate([f[k].numpy() for f, _ in batches]) for k in batches[0][0]}
+    for key, values in rows["memory"].items():
+        np.testing.assert_array_equal(values, rows["stream"][key])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_every_split_is_parsed_once_for_the_model_and_both_baselines(
+    transform_output, taxi, tmp_path, monkeypatch
+):
+    parsed = []
+
+    def counting_parse(pattern, tft_output, label):
+        parsed.append(pattern)
+        return parse_split(pattern, tft_output, label)
+
+    monkeypatch.setattr(train, "parse_split", counting_parse)
+    result = train.train_and_evaluate(
+        taxi,
+        transform_output.output_dir,
+        transform_output.example_patterns,
+        tmp_path / "model",
+        TrainConfig(train_steps=2, steps_per_epoch=2),
+    )
+    assert result.wide_baseline_steps == 2 and result.no_derived_baseline_steps == 2
+    assert sorted(parsed) == sorted(transform_output.example_patterns.values())
