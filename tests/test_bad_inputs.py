@@ -3,23 +3,28 @@
 Every case corrupts a copy of one small synthetic warehouse (300 trips over five days, every
 filter count zero before the corruption) or passes a bad flag, runs ``python -m
 pipeline.warehouse`` (in this process: its ``main`` returns the exit status), ``python -m
-pipeline.run --stages data,warehouse`` (a child process) or the warehouse then ``python -m
-pipeline.validation stats/check``, and asserts:
+pipeline.run --stages data,warehouse`` (a child process), the warehouse then ``python -m
+pipeline.validation stats/check``, or ``python -m pipeline.data prepare`` and ``python -m
+pipeline.validation check`` of a dataset folder written here (a CSV source, found through
+``PIPELINE_DATASET_PATH``), and asserts:
 
 * the exit status: 0 ok, 2 usage, 3 verdict; never 1 (a crash) for bad data or a bad flag;
 * that the message names the table, column, file or flag at fault;
 * for every run that splits: rows in (counted in the DuckDB file) = rows in the split files +
   rows removed, and the removals per named filter are exactly what the corruption put there;
+  for a CSV load: lines in = rows loaded + rows kept aside in ``rejected-<table>.csv``;
 * that a refused run leaves no output (no split directory, no run directory for a usage error).
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
 import shutil
 import subprocess
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -42,6 +47,7 @@ BASE_ROWS = 300
 INJECTION = "x'); DROP TABLE chicago_taxi_trips.taxi_trips; --"
 LONG_TEXT = "long " * 20_000  # 100,000 characters
 UNICODE_TEXT = "Ünïcødé 出租车 🚕 \u200b\t"
+ORDERS_ROWS = 200
 EVERY_FILTER = ("fare_non_negative", "trip_seconds_non_negative", "label_present",
                 "required_present")  # fmt: skip
 
@@ -60,6 +66,9 @@ class Case:
     removed: dict[str, int] = dataclasses.field(default_factory=dict)  # nonzero removals
     manifest: dict = dataclasses.field(default_factory=dict)  # other warehouse record fields
     kept: tuple[tuple[str, object, int], ...] = ()  # (column, value, rows) in the split files
+    csv_lines: tuple[str, ...] = ()  # prepare: lines appended to a dataset folder's good CSV
+    csv_drop: str = ""  # prepare: a declared column the CSV lacks
+    rejected: int = 0  # prepare: rows kept aside in rejected-<table>.csv
 
     def __str__(self) -> str:
         return self.name
@@ -194,6 +203,16 @@ CASES = [
          "2024-01-01"), exit=EXIT_USAGE, message="invalid time window"),
     Case("unparseable_date", args=("--start", "2024-13-01"), exit=EXIT_USAGE,
          message="--start: invalid"),
+    # ---- a dataset folder's CSV source and its schema ------------------------------------------
+    Case("csv_with_unparseable_rows", command="prepare",
+         csv_lines=("two,2024-03-01T10:00:00,north,3.0,1,0", "9001,yesterday,south,4.0,2,1",
+                    "9002,2024-03-02T10:00:00,east,lots,2,1"),
+         exit=EXIT_VERDICT, rejected=3,
+         message=f"loaded {ORDERS_ROWS} rows into shop.orders, 3 rejected (all kept in"),
+    Case("csv_without_a_declared_column", command="prepare", csv_drop="items",
+         exit=EXIT_VERDICT, message="columns do not match table shop.orders: missing ['items']"),
+    Case("schema_missing_for_a_dataset", command="schema", exit=EXIT_VERDICT,
+         message="no reviewed schema for dataset 'orders'"),
     # ---- validation: the splits pass the warehouse, the schema refuses them --------------------
     Case("unseen_category_blocks_validation", command="validation",
          sql=("UPDATE {t} SET payment_type = 'Bitcoin' WHERE " + _ids("60"),),
@@ -225,6 +244,60 @@ def prepared_warehouse(case: Case, base: Path, directory: Path) -> Path:
         for statement in case.sql:
             con.execute(statement.replace("{t}", TABLE))
     return db
+
+
+def orders_folder(case: Case, root: Path) -> Path:
+    """A dataset folder (the one tests/test_any_table.py runs end to end) with a CSV of
+    ``ORDERS_ROWS`` good rows, corrupted as ``case`` says; the schema only for prepare cases."""
+    from tests.test_any_table import DEFINITION, SCHEMA
+
+    folder = root / "datasets" / "orders"
+    folder.mkdir(parents=True)
+    (folder / "definition.py").write_text(textwrap.dedent(DEFINITION))
+    if case.command != "schema":
+        (folder / "schema.pbtxt").write_text(SCHEMA)
+    columns = ["order_id", "placed_at", "region", "amount", "items", "returned"]
+    rows = [
+        [str(i), f"2024-03-{1 + i % 28:02d}T{i % 24:02d}:15:00", ["north", "south", "east"][i % 3],
+         f"{10 + i % 37:.2f}", str(1 + i % 5), "1" if i % 4 == 0 else "0"]
+        for i in range(ORDERS_ROWS)
+    ]  # fmt: skip
+    if case.csv_drop:
+        index = columns.index(case.csv_drop)
+        columns, rows = (
+            columns[:index] + columns[index + 1 :],
+            [r[:index] + r[index + 1 :] for r in rows],
+        )
+    lines = [",".join(columns), *(",".join(r) for r in rows), *case.csv_lines]
+    (folder / "orders.csv").write_text("\n".join(lines) + "\n")
+    return folder.parent
+
+
+def run_folder_command(case: Case, directory: Path) -> tuple[int, str]:
+    """``pipeline.data prepare`` or ``pipeline.validation check`` of the orders folder."""
+    env = {**subprocess_env(), "PIPELINE_DATASET_PATH": str(orders_folder(case, directory))}
+    if case.command == "prepare":
+        args = ["pipeline.data", "prepare", "--dataset", "orders", "--data-dir", "data"]
+    else:
+        (directory / "empty.pb").write_bytes(b"")
+        args = ["pipeline.validation", "check", "--dataset", "orders", "--stats", "empty.pb",
+                "--environment", "TRAINING"]  # fmt: skip
+    completed = subprocess.run(
+        [PYTHON, "-m", *args], capture_output=True, text=True, cwd=directory, env=env,
+        timeout=300, check=False,
+    )  # fmt: skip
+    return completed.returncode, completed.stderr
+
+
+def assert_load_accounted(case: Case, directory: Path) -> None:
+    """Lines in = rows loaded + rows rejected; the rejected ones are kept, no warehouse is."""
+    data = directory / "data" / "orders"
+    assert not (data / "warehouse.duckdb").exists()
+    if case.rejected:
+        with (data / "rejected-shop.orders.csv").open(newline="") as handle:
+            kept_aside = list(csv.DictReader(handle))
+        assert len(kept_aside) == case.rejected
+        assert {row["column_name"] for row in kept_aside} == {"order_id", "placed_at", "amount"}
 
 
 def run_warehouse_command(db: Path, output: Path, args: tuple[str, ...], capsys) -> tuple[int, str]:
@@ -300,6 +373,13 @@ def assert_values_kept(case: Case, splits: Path) -> None:
 def test_bad_input(case: Case, base_warehouse, tmp_path, capsys):
     db = prepared_warehouse(case, base_warehouse, tmp_path)
     output = tmp_path / "splits"
+    if case.command in ("prepare", "schema"):
+        status, err = run_folder_command(case, tmp_path)
+        assert status == case.exit, err[-3000:]
+        assert case.message.lower() in err.lower(), err[-3000:]
+        if case.command == "prepare":
+            assert_load_accounted(case, tmp_path)
+        return
     if case.command == "run":
         status, err = run_pipeline(db, tmp_path / "runs", case.args)
     else:
