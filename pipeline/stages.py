@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
+from pipeline import canonical_saved_model, storage
 from pipeline.definition import DatasetDefinition
 from pipeline.verdicts import Verdict
 
@@ -234,6 +234,8 @@ def stage_train(ctx: RunContext, record: dict) -> None:
     """Train the wide-and-deep model; metrics on eval and test next to the baseline."""
     from pipeline.train import TrainConfig, train_and_evaluate
 
+    canonical_saved_model.align_name_counter()  # the same names whatever ran before
+
     result = train_and_evaluate(
         ctx.dataset,
         ctx.transform_dir,
@@ -251,6 +253,7 @@ def stage_export(ctx: RunContext, record: dict) -> None:
     """SavedModel with the transform graph inside, in the TF Serving layout."""
     from pipeline.export import export_serving_model
 
+    canonical_saved_model.align_name_counter()  # the same names whatever ran before
     result = export_serving_model(ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base)
     record.update(result.to_manifest())
     record_artifacts(ctx, record, {"export": result.export_dir})
