@@ -71,9 +71,10 @@ def align_name_counter(step: int = NAME_COUNTER_STEP) -> int:
     return target
 
 
-# A counter value in a name: a run of digits between non-alphanumerics (``..._lookup_1049925``,
-# ``loc:@model/embedding_lookup/1049925``, an argument's ``_user_specified_name`` "1049925").
-_COUNTER_TOKEN = re.compile(r"(?<![0-9A-Za-z])(\d{7,})(?![0-9A-Za-z])")
+# A counter value in a name: a whole run of digits that ends the name or a part of it
+# (``..._lookup_1049925``, ``loc:@model/embedding_lookup/1049925``, ``key_value_init1049925/...``,
+# an argument's ``_user_specified_name`` "1049925").
+_COUNTER_TOKEN = re.compile(r"(?<![0-9])(\d{7,})(?![0-9A-Za-z])")
 # Attribute values are byte strings: names in them (shared_name, _class, ...) are rewritten too.
 _ATTR_MESSAGES = ("tensorflow.AttrValue", "tensorflow.AttrValue.ListValue")
 
