@@ -66,6 +66,7 @@ from pipeline.train import load_trained_model
 
 SERVING_SIGNATURE = "serving_default"
 RAW_SIGNATURE = "serving_raw"
+EXPORT_SEED = 42  # the training default; any fixed value gives every process the same bytes
 TRANSFORM_SIGNATURE = "transform_features"
 EXAMPLES_INPUT = "examples"
 DECISION_THRESHOLD = 0.5
@@ -297,6 +298,9 @@ def export_serving_model(
     """Write ``<model_base>/<version>/`` atomically and return where it went."""
     started = time.perf_counter()
     version = version or int(time.time())
+    # Ops traced under a global seed carry it as an attribute: the export must not depend on
+    # whether training (which seeds) ran earlier in this process.
+    tf.random.set_seed(EXPORT_SEED)
     model = load_trained_model(model_dir)
     tft_output = tft.TFTransformOutput(str(transform_dir))
     # Tracking the layer on the model makes the transform graph and its assets part of the export.

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import storage
+from pipeline import canonical_saved_model, storage
 from pipeline.definition import DatasetDefinition
 from pipeline.verdicts import Verdict
 
@@ -234,6 +234,8 @@ def stage_train(ctx: RunContext, record: dict) -> None:
     """Train the wide-and-deep model; metrics on eval and test next to the baseline."""
     from pipeline.train import TrainConfig, train_and_evaluate
 
+    canonical_saved_model.align_name_counter()  # the same names whatever ran before
+
     result = train_and_evaluate(
         ctx.dataset,
         ctx.transform_dir,
@@ -243,29 +245,16 @@ def stage_train(ctx: RunContext, record: dict) -> None:
     )
     record.update(result.to_manifest())
     ctx.manifest["metrics"] = result.metrics
-    # The trained weights. Not artifacts: TensorBoard's event files (timestamps, host names) and
-    # the Keras SavedModel's graph, whose function names carry TensorFlow's process-wide counter
-    # (how many functions the process traced before, which Beam's threads make vary).
-    record_artifacts(ctx, record, {"model": storage.join(ctx.model_dir, "keras", "variables")})
+    # The trained model; TensorBoard's event files (timestamps, host names) are not artifacts.
+    record_artifacts(ctx, record, {"model": storage.join(ctx.model_dir, "keras")})
 
 
 def stage_export(ctx: RunContext, record: dict) -> None:
-    """SavedModel with the transform graph inside, in the TF Serving layout.
-
-    The export is traced in a fresh process: TensorFlow names every traced function with a
-    process-wide counter, so in this process (after Beam's threads have traced a varying number
-    of graphs) the same model would get different function names, hence different bytes.
-    """
-    import concurrent.futures
-    import multiprocessing
-
+    """SavedModel with the transform graph inside, in the TF Serving layout."""
     from pipeline.export import export_serving_model
 
-    spawn = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as fresh_process:
-        result = fresh_process.submit(
-            export_serving_model, ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base
-        ).result()
+    canonical_saved_model.align_name_counter()  # the same names whatever ran before
+    result = export_serving_model(ctx.dataset, ctx.model_dir, ctx.transform_dir, ctx.model_base)
     record.update(result.to_manifest())
     record_artifacts(ctx, record, {"export": result.export_dir})
 

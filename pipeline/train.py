@@ -40,7 +40,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from pipeline import console, storage
+from pipeline import canonical_saved_model, console, storage
 from pipeline import metrics as evaluation
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition, Head, LabelKind
@@ -445,6 +445,7 @@ def train_and_evaluate(
             metrics[f"{head.baseline}_baseline_{split}"] = values
         metrics["train_labels"] = summary
         model.save(storage.join(staging, "keras"), save_format="tf")
+        canonical_saved_model.canonicalize(storage.join(staging, "keras"))
     return TrainResult(
         str(model_dir),
         metrics,

@@ -25,6 +25,7 @@ from pipeline.data.load import (
 )
 from pipeline.datasets import synthetic_generator
 from pipeline.definition import DatasetDefinition
+from pipeline.verdicts import Verdict
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 
@@ -38,8 +39,10 @@ __all__ = [
 ]
 
 
-class LoadError(ValueError):
-    """The source did not load as declared (row counts, rejected rows): names table and file."""
+class LoadError(Verdict, ValueError):
+    """The source did not load as declared (row counts, rejected rows): names table and file.
+
+    A verdict: reloading the same file ends the same way."""
 
 
 def warehouse_path(definition: DatasetDefinition, data_dir: Path) -> Path:

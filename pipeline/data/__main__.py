@@ -4,7 +4,9 @@
     python -m pipeline.data synthetic [--dataset NAME] --rows N [--seed S] --db FILE \\
         [--start 2024-01-01 --days 365]
 
-Prints what was built as JSON. Exit status 2 for a usage error (e.g. an unknown dataset).
+Prints what was built as JSON. Exit status 2 for a usage error (e.g. an unknown dataset), 3 for
+a verdict on the source (a file without the declared columns, rejected rows, a wrong row count:
+reloading the same file ends the same way).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_
 from pipeline.data import build_synthetic_warehouse, ensure_warehouse
 from pipeline.data.load import read_sidecar
 from pipeline.datasets import registry
+from pipeline.verdicts import EXIT_VERDICT, Verdict
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +63,14 @@ def _prepare_all(data_dir: Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Verdict as verdict:
+        print(f"verdict: {verdict}", file=sys.stderr)
+        return EXIT_VERDICT
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "prepare" and args.all:
         return _prepare_all(args.data_dir)
     with exit_on_usage_error():

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pipeline.definition import Column, ColumnType, CsvFormat, ParquetFormat, TimestampFormat
+from pipeline.verdicts import Verdict
 from pipeline.warehouse.identifiers import TableRef, quote_duckdb
 from pipeline.warehouse.schema import (
     duckdb_create_table_sql,
@@ -31,8 +32,10 @@ _REJECT_COLUMNS = (
 )
 
 
-class SourceFormatError(ValueError):
-    """A source file does not have the columns its table declares (names the file and columns)."""
+class SourceFormatError(Verdict, ValueError):
+    """A source file does not have the columns its table declares (names the file and columns).
+
+    A verdict: reloading the same file ends the same way."""
 
 
 def sql_string(value: str) -> str:

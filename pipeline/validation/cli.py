@@ -18,7 +18,8 @@ crash (worth retrying), so each outcome has its own code:
     0   success: no blocking anomaly
     1   crash: an uncaught exception (Python's default status), worth retrying
     2   usage error: a bad command line or an unknown dataset (as every pipeline command line)
-    3   check, serving-logs: blocking anomalies found; the list is printed to stderr
+    3   check, serving-logs: blocking anomalies found; the list is printed to stderr;
+        any command: another verdict, e.g. no reviewed schema for the dataset
     4   serving-logs: no request logs to check (the directory is absent or holds none)
 """
 
@@ -55,6 +56,7 @@ from pipeline.validation.serving_logs import (
 )
 from pipeline.validation.splits import SERVING, TRAIN, validate_splits
 from pipeline.validation.stats import compute_statistics, load_statistics
+from pipeline.verdicts import EXIT_VERDICT, Verdict
 
 # See "Exit status" in the module docstring; the DAG's skew-check task mirrors these numbers.
 EXIT_CRASH = 1  # what Python exits with on an uncaught exception; named for the docs and tests
@@ -278,6 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "dataset"):
         with exit_on_usage_error(EXIT_USAGE):
             dataset_from_args(args)
+    try:
+        return _run_command(args, beam_args)
+    except Verdict as verdict:  # e.g. MissingSchema: retrying cannot change it
+        print(f"verdict: {verdict}", file=sys.stderr)
+        return EXIT_VERDICT
+
+
+def _run_command(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.command == "stats":
         return _run_stats(args, beam_args)
     if args.command == "check":

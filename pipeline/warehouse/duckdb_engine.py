@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.definition import SPLIT_NAMES, DatasetDefinition
+from pipeline.verdicts import Verdict
 from pipeline.warehouse import fingerprint
 from pipeline.warehouse.engine import SplitOutput
 from pipeline.warehouse.identifiers import TableRef
@@ -15,6 +16,13 @@ from pipeline.warehouse.query import Query
 from pipeline.warehouse.schema import split_file_arrow_type
 
 PARTITION_DIR = "_partitions"
+
+
+class WarehouseFileProblem(Verdict, FileNotFoundError):
+    """The warehouse file is missing or is not a DuckDB database (names the file).
+
+    A retry reads the same file, so this is a verdict, not a crash to retry.
+    """
 
 
 def transpile(query: Query) -> str:
@@ -67,10 +75,17 @@ class DuckDBEngine:
         import duckdb
 
         if not self.database.is_file():
-            raise FileNotFoundError(
+            raise WarehouseFileProblem(
                 f"warehouse {self.database} not found (python -m pipeline.data prepare)"
             )
-        connection = duckdb.connect(str(self.database), read_only=True)
+        try:
+            connection = duckdb.connect(str(self.database), read_only=True)
+        except duckdb.IOException as error:
+            if "not a valid DuckDB database" not in str(error):
+                raise  # e.g. a lock another process holds: worth a retry
+            raise WarehouseFileProblem(
+                f"warehouse {self.database} cannot be opened as a DuckDB database: {error}"
+            ) from None
         fingerprint.register_duckdb(connection)
         # COPY may stream in any order: splits are sets, not sequences.
         connection.execute("SET preserve_insertion_order = false")
