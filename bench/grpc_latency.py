@@ -1,6 +1,6 @@
 """gRPC Predict against the SavedModel signature call and against REST from the same server.
 
-    .venv/bin/python bench/grpc_latency.py --model-base runs/LATEST/serving/taxi \\
+    .venv/bin/python bench/grpc_latency.py --model-base runs/LATEST/serving/<model> \\
         --split-dir runs/LATEST/splits/eval [--dataset NAME] [--requests 500] [--concurrency 8]
 
 One server process (``python -m pipeline.serving``) answers both APIs. Unary p50 / p99 of TF

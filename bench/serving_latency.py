@@ -1,7 +1,7 @@
 """Serving latency in one run: the SavedModel signature call alone vs the in-process handler vs
 HTTP on loopback (p50 / p99), and throughput at concurrency 8, as ratios to the signature call.
 
-    .venv/bin/python bench/serving_latency.py --model-base runs/LATEST/serving/taxi \\
+    .venv/bin/python bench/serving_latency.py --model-base runs/LATEST/serving/<model> \\
         [--split-dir runs/LATEST/splits/eval] [--requests 3000] [--rounds 6] \\
         [--concurrency 8 --concurrent-seconds 10]
 
