@@ -371,6 +371,16 @@ def test_statistics_file_is_published_whole(stats, split_patterns, tmp_path):
     assert [p.name for p in output.parent.iterdir()] == ["serving.pb"]
 
 
+def test_a_killed_attempts_temporary_files_are_removed_by_the_next(split_patterns, tmp_path):
+    """A SIGKILL mid-write leaves Beam's beam-temp-* files in the attempt's staging directory."""
+    output = tmp_path / "stats" / "serving.pb"
+    leftover = output.parent / ".serving.pb.staging-0123456789ab-x" / "beam-temp-serving.pb-1"
+    leftover.mkdir(parents=True)
+    (leftover / "3405ac73.serving.pb.tmp").write_bytes(b"partial")
+    compute_statistics(split_patterns["serving"], output)
+    assert [p.name for p in output.parent.iterdir()] == ["serving.pb"]
+
+
 def test_missing_input_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         compute_statistics(str(tmp_path / "nothing-here" / "*.parquet"), tmp_path / "s.pb")

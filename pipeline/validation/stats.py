@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -65,18 +64,16 @@ def _publish_statistics(
 ) -> statistics_pb2.DatasetFeatureStatisticsList:
     """Run ``source`` (-> list RecordBatches) through TFDV; publish the proto atomically.
 
-    TFDV writes to a temporary name beside ``output_path`` (on Dataflow, a ``gs://`` object),
-    which is then renamed into place.
+    TFDV writes into a staging directory beside ``output_path`` (on Dataflow, a ``gs://``
+    prefix), Beam's own ``beam-temp-*`` files included; the proto is then renamed into place
+    and the directory removed. A killed attempt leaves only that directory, which the next
+    attempt deletes before it starts.
     """
     output_path = str(output_path)
     storage.makedirs(storage.parent(output_path))
-    prefix = f".{storage.basename(output_path)}."
-    for name in storage.listdir(storage.parent(output_path)):  # a killed attempt's temp file
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            storage.rmtree(storage.join(storage.parent(output_path), name))
-    temp_path = storage.join(
-        storage.parent(output_path), f".{storage.basename(output_path)}.{uuid.uuid4().hex}.tmp"
-    )
+    storage.remove_leftovers(output_path)
+    staging = storage.staging_dir(output_path)
+    temp_path = storage.join(staging, storage.basename(output_path))
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
         _ = (
@@ -88,7 +85,7 @@ def _publish_statistics(
         run_pipeline(pipeline, f"statistics of {output_path}")
         storage.rename_file(temp_path, output_path)
     finally:
-        storage.rmtree(temp_path)
+        storage.rmtree(staging)
     return load_statistics(output_path)
 
 
