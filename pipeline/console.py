@@ -14,6 +14,9 @@ Three parts, all opt-in (importing this module changes nothing; it imports no Te
     ``display_util`` writes it straight to ``sys.stderr`` at import: no warning, no log record,
     so no filter catches it): an import hook runs that one module's import with those two lines
     dropped from ``sys.stderr`` and everything else passed through.
+  - ``Tensorflow Transform is running in tf.compat.v1 mode`` (TFT's absl warning whenever a
+    Beam job applies a transform graph; the graph mode is chosen, ``pipeline.transform``): a
+    filter on the ``absl`` logger drops that one message.
   - ``FutureWarning``\\ s from the Google client libraries (``PYTHONWARNINGS`` unset): a warnings
     filter here and ``PYTHONWARNINGS`` for child processes.
 
@@ -47,6 +50,7 @@ QUIET_TF_CPP_MIN_LOG_LEVEL = "3"
 # TFDV's notice when IPython is missing: (module that prints it, the lines it prints).
 TFDV_NOTICE_MODULE = "tensorflow_data_validation.utils.display_util"
 TFDV_NOTICE_LINES = ("Unable to import IPython", "TFDV visualization APIs will not function")
+TFT_COMPAT_V1_NOTICE = "Tensorflow Transform is running in tf.compat.v1 mode"
 # The FnApiRunner (the DirectRunner's batch engine) logs each bundle it runs here, at DEBUG.
 BEAM_BUNDLE_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner.run_bundle"
 BEAM_PROGRESS_EVERY_SECONDS = 5.0
@@ -81,6 +85,20 @@ def silence(verbose: bool = False) -> None:
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [children, "ignore::FutureWarning"]))
     if not any(isinstance(f, _QuietImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport(TFDV_NOTICE_MODULE, TFDV_NOTICE_LINES))
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _DropMessage) for f in absl.filters):
+        absl.addFilter(_DropMessage(TFT_COMPAT_V1_NOTICE))
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
 
 
 class _QuietImport(importlib.abc.MetaPathFinder):

@@ -47,6 +47,7 @@ from pipeline.export import (
 from pipeline.raw_schema import tensor_adapter_config
 from pipeline.runners import run_pipeline
 from pipeline.train import load_trained_model
+from pipeline.transform import tft_context
 
 FLOAT_RTOL = 1e-6
 PREDICTION_RTOL = 1e-5
@@ -108,7 +109,7 @@ def training_path_features(
     with tempfile.TemporaryDirectory() as tmp:
         out_prefix = str(Path(tmp) / "transformed")
         p = beam.Pipeline(options=PipelineOptions(beam_args or []))
-        with tft_beam.Context(temp_dir=tmp, passthrough_keys={ROW_ID}):
+        with tft_context(tmp, passthrough_keys={ROW_ID}):
             transform_fn = p | tft_beam.ReadTransformFn(str(transform_dir))
             transformed = (
                 (p | beam.Create([with_ids]), id_config),
