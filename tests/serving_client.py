@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,33 +71,32 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(
-    model_base: Path, workdir: Path, *extra: str, model: str = MODEL
-) -> Iterator[Client]:
-    """Start ``python -m pipeline.serving``, wait until the model answers, always terminate it."""
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    command = [
-        *(PYTHON, "-m", "pipeline.serving", "--model-base", str(model_base)),
-        *("--model-name", model, "--port", str(port), "--poll-seconds", "0.5"),
-        *("--grpc-port", "0"),  # REST only: gRPC has its own tests (test_grpc_serve.py)
-        *extra,
-    ]
+def server_process(
+    command: list[str],
+    workdir: Path,
+    log_path: Path,
+    ready: Callable[[], bool],
+    not_yet: tuple[type[BaseException], ...] = (OSError,),
+) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (output to ``log_path``), poll ``ready`` until it is true, always stop it.
+
+    ``ready`` raising one of ``not_yet`` means the server is still starting; the process dying
+    or 180 s passing fails the test with the end of its log.
+    """
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, cwd=workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
         )
-    client = Client(port, process.pid)
     try:
         deadline = time.monotonic() + 180
         while True:
             assert process.poll() is None, log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "server not ready: " + log_path.read_text()[-3000:]
-            with contextlib.suppress(OSError):
-                if client.get(f"/v1/models/{model}")[0] == 200:
+            with contextlib.suppress(*not_yet):
+                if ready():
                     break
             time.sleep(0.25)
-        yield client
+        yield process
     finally:
         process.terminate()
         try:
@@ -105,6 +104,25 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def running_server(
+    model_base: Path, workdir: Path, *extra: str, model: str = MODEL
+) -> Iterator[Client]:
+    """Start ``python -m pipeline.serving``, wait until the model answers, always terminate it."""
+    port = free_port()
+    command = [
+        *(PYTHON, "-m", "pipeline.serving", "--model-base", str(model_base)),
+        *("--model-name", model, "--port", str(port), "--poll-seconds", "0.5"),
+        *("--grpc-port", "0"),  # REST only: gRPC has its own tests (test_grpc_serve.py)
+        *extra,
+    ]
+    client = Client(port)
+    ready = lambda: client.get(f"/v1/models/{model}")[0] == 200  # noqa: E731
+    with server_process(command, workdir, workdir / f"server-{port}.log", ready) as process:
+        client.pid = process.pid
+        yield client
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> Any:

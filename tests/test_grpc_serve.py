@@ -20,7 +20,6 @@ import dataclasses
 import http.client
 import json
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -52,7 +51,8 @@ from pipeline.push import BlessingRule, push
 from pipeline.serving.models import read_signature_defs
 from pipeline.serving.rpc_status import RpcError
 from pipeline.serving.signature_rules import CLASSIFY, PREDICT, REGRESS, SignatureRules
-from tests.conftest import PYTHON, REPO_ROOT, subprocess_env
+from tests.conftest import PYTHON, REPO_ROOT
+from tests.serving_client import server_process, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -112,16 +112,11 @@ class Endpoint:
 def serving(model_base: Path, workdir: Path, *extra: str) -> Iterator[Endpoint]:
     """Start ``python -m pipeline.serving`` with gRPC, wait until it answers, always stop it."""
     rest_port, grpc_port = free_ports(2)
-    log_path = workdir / f"server-{grpc_port}.log"
     command = [
         *(PYTHON, "-m", "pipeline.serving", "--model-base", str(model_base)),
         *("--model-name", MODEL, "--port", str(rest_port), "--grpc-port", str(grpc_port)),
         *("--poll-seconds", "0.5", *extra),
     ]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
-        )
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     endpoint = Endpoint(
         rest_port,
@@ -130,34 +125,14 @@ def serving(model_base: Path, workdir: Path, *extra: str) -> Iterator[Endpoint]:
         prediction_service_pb2_grpc.PredictionServiceStub(channel),
         model_service_pb2_grpc.ModelServiceStub(channel),
     )
+    log_path = workdir / f"server-{grpc_port}.log"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "not ready: " + log_path.read_text()[-3000:]
-            with contextlib.suppress(grpc.RpcError):
-                endpoint.status()
-                break
-            time.sleep(0.25)
-        yield endpoint
+        with server_process(
+            command, workdir, log_path, lambda: bool(endpoint.status()), (grpc.RpcError,)
+        ):
+            yield endpoint
     finally:
         channel.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def refused(call, request, timeout: float = 30) -> grpc.RpcError:
