@@ -1,5 +1,9 @@
 """TensorFlow Serving's rules for which signature a Predict, Classify or Regress call may use.
 
+One set of rules for both protocols: the gRPC servicers use :class:`SignatureRules` (TF
+Serving's status codes), the REST service (:mod:`pipeline.serving.signatures`) the same check
+functions with its 400 error.
+
 The rules and their messages follow TF Serving's ``predict_util.cc``, ``classifier.cc``,
 ``regressor.cc`` and ``multi_inference.cc`` and are applied to the SignatureDefs as the export
 declares them (``signature_def.method_name``, input and output keys), so they hold for any
@@ -21,7 +25,7 @@ server says ``FAILED_PRECONDITION``: it is the export's state, not a server faul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -44,11 +48,131 @@ OUTPUTS = tf.saved_model.REGRESS_OUTPUTS
 
 
 def _debug(signature: SignatureDef) -> str:
-    return text_format.MessageToString(signature, as_one_line=True)
+    """The SignatureDef as TF Serving quotes it in errors (``DebugString()``)."""
+    return text_format.MessageToString(signature)
 
 
 def _tf_dtype_name(array: np.ndarray) -> str:
     return dtype_name(tf.as_dtype(array.dtype).as_datatype_enum)
+
+
+# ---- the checks, for either protocol ---------------------------------------------------------
+# Each takes ``error``, the protocol's exception for a message (REST: a 400 BadRequest; gRPC:
+# INVALID_ARGUMENT), so REST and gRPC apply the same rules with the same words.
+
+Error = Callable[[str], Exception]
+
+
+def check_prediction_method(signature: SignatureDef, method_name_check: bool, error: Error) -> None:
+    if method_name_check and signature.method_name not in (PREDICT, CLASSIFY, REGRESS):
+        raise error(
+            f"Expected prediction signature method_name to be one of {{{PREDICT}, {CLASSIFY}, "
+            f"{REGRESS}}}. Was: {signature.method_name}"
+        )
+
+
+def check_classification(signature: SignatureDef, method_name_check: bool, error: Error) -> None:
+    """TF Serving's ``PreProcessClassification``: the signature must be a classifier."""
+    if method_name_check and signature.method_name != CLASSIFY:
+        raise error(
+            f"Expected classification signature method_name to be {CLASSIFY}. "
+            f"Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise error("Expected one input Tensor.")
+    if len(signature.outputs) not in (1, 2):
+        raise error(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+    if INPUTS not in signature.inputs:
+        raise error(f"No classification inputs found in SignatureDef: {_debug(signature)}")
+    _check_examples_input(signature, "classification", error)
+    if CLASSES not in signature.outputs and SCORES not in signature.outputs:
+        raise error(
+            "Expected classification signature outputs to contain at least one of "
+            f'"{CLASSES}" or "{SCORES}". Signature was: {_debug(signature)}'
+        )
+
+
+def check_regression(signature: SignatureDef, method_name_check: bool, error: Error) -> None:
+    """TF Serving's ``PreProcessRegression``: the signature must be a regressor."""
+    if method_name_check and signature.method_name != REGRESS:
+        raise error(
+            f"Expected regression signature method_name to be {REGRESS}. "
+            f"Was: {signature.method_name}"
+        )
+    if len(signature.inputs) != 1:
+        raise error("Expected one input Tensor.")
+    if len(signature.outputs) != 1:
+        raise error("Expected one output Tensor.")
+    if INPUTS not in signature.inputs:
+        raise error(f"No regression inputs found in SignatureDef: {_debug(signature)}")
+    _check_examples_input(signature, "regression", error)
+    if OUTPUTS not in signature.outputs:
+        raise error(f"No regression outputs found in SignatureDef: {_debug(signature)}")
+
+
+def _check_examples_input(signature: SignatureDef, kind: str, error: Error) -> None:
+    """Classify and Regress feed serialized examples; another dtype cannot be fed at all."""
+    dtype = signature.inputs[INPUTS].dtype
+    if dtype != tf.string.as_datatype_enum:
+        raise error(
+            f'Expected {kind} signature input "{INPUTS}" of DT_STRING (serialized '
+            f"tf.Examples). Was: {dtype_name(dtype)}"
+        )
+
+
+def classification_columns(
+    outputs: Mapping[str, np.ndarray], num_examples: int, error: Error
+) -> tuple[list | None, list | None, int]:
+    """TF Serving's ``PostProcessClassificationResult`` checks of ``classes`` and ``scores``.
+
+    Returns (labels per example or None, scores per example or None, classes per example).
+    """
+    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
+    for name, tensor, dtype in ((CLASSES, classes, "DT_STRING"), (SCORES, scores, "DT_FLOAT")):
+        if tensor is None:
+            continue
+        if tensor.ndim != 2:
+            raise error(
+                "Expected Tensor shape: [batch_size num_classes] but got "
+                f"{shape_text(list(tensor.shape))} ({name})"
+            )
+        if _tf_dtype_name(tensor) != dtype:
+            raise error(f"Expected {name} Tensor of {dtype}. Got: {_tf_dtype_name(tensor)}")
+        if tensor.shape[0] != num_examples:
+            raise error(
+                f"Expected {name} output batch size of {num_examples}. Got: {tensor.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise error(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
+    width = (classes if classes is not None else scores).shape[1]
+    labels = classes.tolist() if classes is not None else None
+    return labels, (scores.tolist() if scores is not None else None), width
+
+
+def regression_values(
+    outputs: Mapping[str, np.ndarray], num_examples: int, error: Error
+) -> np.ndarray:
+    """TF Serving's ``PostProcessRegressionResult``: ``outputs`` as one float per example."""
+    tensor = outputs[OUTPUTS]
+    if not (tensor.ndim == 1 or (tensor.ndim == 2 and tensor.shape[1] == 1)):
+        raise error(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{shape_text(list(tensor.shape))}"
+        )
+    if tensor.shape[0] != num_examples:
+        raise error(
+            "Input batch size did not match output batch size: "
+            f"{num_examples} vs. {tensor.shape[0]}"
+        )
+    if _tf_dtype_name(tensor) != "DT_FLOAT":
+        raise error(f"Expected output Tensor of DT_FLOAT.  Got: {_tf_dtype_name(tensor)}")
+    return tensor.reshape(-1)
+
+
+# ---- gRPC: the checks with TF Serving's status codes ---------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,20 +181,12 @@ class SignatureRules:
 
     method_name_check: bool = False
 
-    # ---- Predict ---------------------------------------------------------------------------
-
     def predict_signature(self, defs: Mapping[str, SignatureDef], name: str) -> SignatureDef:
         if name not in defs or name.startswith("__"):  # __saved_model_init_op: not callable
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         signature = defs[name]
-        if self.method_name_check and signature.method_name not in (PREDICT, CLASSIFY, REGRESS):
-            raise failed_precondition(
-                f"Expected prediction signature method_name to be one of {{{PREDICT}, {CLASSIFY}, "
-                f"{REGRESS}}}. Was: {signature.method_name}"
-            )
+        check_prediction_method(signature, self.method_name_check, failed_precondition)
         return signature
-
-    # ---- Classify --------------------------------------------------------------------------
 
     def classification_signature(self, defs: Mapping[str, SignatureDef], name: str) -> SignatureDef:
         if name not in defs:
@@ -80,29 +196,7 @@ class SignatureRules:
         return signature
 
     def check_classification(self, signature: SignatureDef) -> None:
-        if self.method_name_check and signature.method_name != CLASSIFY:
-            raise invalid_argument(
-                f"Expected classification signature method_name to be {CLASSIFY}. "
-                f"Was: {signature.method_name}"
-            )
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        if len(signature.outputs) not in (1, 2):
-            raise invalid_argument(
-                f"Expected one or two output Tensors, found {len(signature.outputs)}"
-            )
-        if INPUTS not in signature.inputs:
-            raise invalid_argument(
-                f"No classification inputs found in SignatureDef: {_debug(signature)}"
-            )
-        _check_examples_input(signature, "classification")
-        if CLASSES not in signature.outputs and SCORES not in signature.outputs:
-            raise invalid_argument(
-                "Expected classification signature outputs to contain at least one of "
-                f'"{CLASSES}" or "{SCORES}". Signature was: {_debug(signature)}'
-            )
-
-    # ---- Regress ---------------------------------------------------------------------------
+        check_classification(signature, self.method_name_check, invalid_argument)
 
     def regression_signature(self, defs: Mapping[str, SignatureDef], name: str) -> SignatureDef:
         if name not in defs:
@@ -112,24 +206,7 @@ class SignatureRules:
         return signature
 
     def check_regression(self, signature: SignatureDef) -> None:
-        if self.method_name_check and signature.method_name != REGRESS:
-            raise invalid_argument(
-                f"Expected regression signature method_name to be {REGRESS}. "
-                f"Was: {signature.method_name}"
-            )
-        if len(signature.inputs) != 1:
-            raise invalid_argument("Expected one input Tensor.")
-        if len(signature.outputs) != 1:
-            raise invalid_argument("Expected one output Tensor.")
-        if INPUTS not in signature.inputs:
-            raise invalid_argument(
-                f"No regression inputs found in SignatureDef: {_debug(signature)}"
-            )
-        _check_examples_input(signature, "regression")
-        if OUTPUTS not in signature.outputs:
-            raise invalid_argument(
-                f"No regression outputs found in SignatureDef: {_debug(signature)}"
-            )
+        check_regression(signature, self.method_name_check, invalid_argument)
 
     # ---- MultiInference --------------------------------------------------------------------
 
@@ -165,16 +242,6 @@ class SignatureRules:
                 )
             checked.append((name, task.method_name))
         return checked
-
-
-def _check_examples_input(signature: SignatureDef, kind: str) -> None:
-    """Classify and Regress feed serialized examples; another dtype cannot be fed at all."""
-    dtype = signature.inputs[INPUTS].dtype
-    if dtype != tf.string.as_datatype_enum:
-        raise invalid_argument(
-            f'Expected {kind} signature input "{INPUTS}" of DT_STRING (serialized '
-            f"tf.Examples). Was: {dtype_name(dtype)}"
-        )
 
 
 # ---- Predict's inputs and outputs ---------------------------------------------------------
@@ -218,32 +285,8 @@ def classification_result(
     outputs: Mapping[str, np.ndarray], num_examples: int
 ) -> classification_pb2.ClassificationResult:
     """``classes`` and/or ``scores`` as one list of (label, score) per example, checked."""
-    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
-    for name, tensor, dtype in ((CLASSES, classes, "DT_STRING"), (SCORES, scores, "DT_FLOAT")):
-        if tensor is None:
-            continue
-        if tensor.ndim != 2:
-            raise invalid_argument(
-                "Expected Tensor shape: [batch_size num_classes] but got "
-                f"{shape_text(list(tensor.shape))} ({name})"
-            )
-        if _tf_dtype_name(tensor) != dtype:
-            raise invalid_argument(
-                f"Expected {name} Tensor of {dtype}. Got: {_tf_dtype_name(tensor)}"
-            )
-        if tensor.shape[0] != num_examples:
-            raise invalid_argument(
-                f"Expected {name} output batch size of {num_examples}. Got: {tensor.shape[0]}"
-            )
-    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise invalid_argument(
-            "Tensors class and score should match in dim_size(1). Got "
-            f"{classes.shape[1]} vs. {scores.shape[1]}"
-        )
+    labels, values, width = classification_columns(outputs, num_examples, invalid_argument)
     result = classification_pb2.ClassificationResult()
-    labels = classes.tolist() if classes is not None else None
-    values = scores.tolist() if scores is not None else None
-    width = (classes if classes is not None else scores).shape[1]
     for row in range(num_examples):
         classifications = result.classifications.add()
         for column in range(width):
@@ -259,22 +302,7 @@ def regression_result(
     outputs: Mapping[str, np.ndarray], num_examples: int
 ) -> regression_pb2.RegressionResult:
     """``outputs`` (``[batch]`` or ``[batch, 1]`` floats) as one value per example, checked."""
-    tensor = outputs[OUTPUTS]
-    if not (tensor.ndim == 1 or (tensor.ndim == 2 and tensor.shape[1] == 1)):
-        raise invalid_argument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{shape_text(list(tensor.shape))}"
-        )
-    if tensor.shape[0] != num_examples:
-        raise invalid_argument(
-            "Input batch size did not match output batch size: "
-            f"{num_examples} vs. {tensor.shape[0]}"
-        )
-    if _tf_dtype_name(tensor) != "DT_FLOAT":
-        raise invalid_argument(
-            f"Expected output Tensor of DT_FLOAT.  Got: {_tf_dtype_name(tensor)}"
-        )
     result = regression_pb2.RegressionResult()
-    for value in tensor.reshape(-1).tolist():
+    for value in regression_values(outputs, num_examples, invalid_argument).tolist():
         result.regressions.add().value = value
     return result

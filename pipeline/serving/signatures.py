@@ -12,7 +12,9 @@ names, as in TensorFlow Serving (``classifier.cc``, ``regressor.cc``, ``predict_
   method ``tensorflow/serving/regress``.
 
 TF Serving's ``--enable_signature_method_name_check`` is off by default, and so is
-``pipeline.serving``'s ``--enable-signature-method-name-check``. Error messages are TF Serving's.
+``pipeline.serving``'s ``--enable-signature-method-name-check``. The checks themselves, and their
+messages (TF Serving's), are :mod:`pipeline.serving.signature_rules`', shared with gRPC; here
+they raise REST's 400.
 """
 
 from __future__ import annotations
@@ -21,16 +23,12 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
-from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from pipeline.serving import signature_rules as rules
 from pipeline.serving.errors import BadRequest
 
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
-API_INPUT = "inputs"  # the serialized examples of :classify and :regress
-CLASSES, SCORES, OUTPUTS = "classes", "scores", "outputs"
+API_INPUT = rules.INPUTS  # the serialized examples of :classify and :regress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +57,6 @@ class SignatureDescription:
         ((name, tensor),) = self.inputs.items()
         return name if tensor.dtype == "DT_STRING" and tensor.shape == (-1,) else None
 
-    def debug_string(self) -> str:
-        """The SignatureDef in text format, as TF Serving quotes it in errors."""
-        return text_format.MessageToString(self.definition)
-
 
 def describe(name: str, definition: meta_graph_pb2.SignatureDef) -> SignatureDescription:
     return SignatureDescription(
@@ -82,122 +76,49 @@ def _tensor(info: meta_graph_pb2.TensorInfo) -> TensorDescription:
     return TensorDescription(types_pb2.DataType.Name(info.dtype), dims)
 
 
-# ---- TF Serving's checks, before the model runs ----------------------------------------------
+# ---- TF Serving's checks (pipeline.serving.signature_rules), as REST's 400s ------------------
+
+
+class ModelOutputError(BadRequest):
+    """The signature returned tensors its API cannot answer with (TF Serving: 400 too)."""
 
 
 def check_predict(signature: SignatureDescription, method_check: bool) -> None:
     if not signature.inputs:
         raise BadRequest(f"Failed to get input map for signature: {signature.name}")
-    allowed = (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD)
-    if method_check and signature.method_name not in allowed:
-        raise BadRequest(
-            f"Expected prediction signature method_name to be one of {{{', '.join(allowed)}}}. "
-            f"Was: {signature.method_name}"
-        )
+    rules.check_prediction_method(signature.definition, method_check, BadRequest)
 
 
 def check_classify(signature: SignatureDescription, method_check: bool) -> None:
-    """TF Serving's ``PreProcessClassification``: the signature must be a classifier."""
-    if method_check and signature.method_name != CLASSIFY_METHOD:
-        raise BadRequest(
-            f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-            f"Was: {signature.method_name}"
-        )
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) not in (1, 2):
-        raise BadRequest(f"Expected one or two output Tensors, found {len(signature.outputs)}")
-    if API_INPUT not in signature.inputs:
-        raise BadRequest(
-            f"No classification inputs found in SignatureDef: {signature.debug_string()}"
-        )
-    if CLASSES not in signature.outputs and SCORES not in signature.outputs:
-        raise BadRequest(
-            "Expected classification signature outputs to contain at least one of "
-            f'"{CLASSES}" or "{SCORES}". Signature was: {signature.debug_string()}'
-        )
+    rules.check_classification(signature.definition, method_check, BadRequest)
 
 
 def check_regress(signature: SignatureDescription, method_check: bool) -> None:
-    """TF Serving's ``PreProcessRegression``: the signature must be a regressor."""
-    if method_check and signature.method_name != REGRESS_METHOD:
-        raise BadRequest(
-            f"Expected regression signature method_name to be {REGRESS_METHOD}. "
-            f"Was: {signature.method_name}"
-        )
-    if len(signature.inputs) != 1:
-        raise BadRequest("Expected one input Tensor.")
-    if len(signature.outputs) != 1:
-        raise BadRequest("Expected one output Tensor.")
-    if API_INPUT not in signature.inputs:
-        raise BadRequest(f"No regression inputs found in SignatureDef: {signature.debug_string()}")
-    if OUTPUTS not in signature.outputs:
-        raise BadRequest(f"No regression outputs found in SignatureDef: {signature.debug_string()}")
-
-
-# ---- TF Serving's checks of what the model returned -----------------------------------------
+    rules.check_regression(signature.definition, method_check, BadRequest)
 
 
 def classification_results(outputs: Mapping[str, np.ndarray], examples: int) -> list[list]:
-    """``[[label, score], ...]`` per example from ``classes`` / ``scores`` (``PostProcess...``).
+    """``[[label, score], ...]`` per example from ``classes`` / ``scores``, checked.
 
     Without ``classes`` every label is ``""``; without ``scores`` every score is 0, as in TF
     Serving's ClassificationResult.
     """
-    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
-    for name, tensor, dtype in ((CLASSES, classes, np.object_), (SCORES, scores, np.float32)):
-        if tensor is None:
-            continue
-        if tensor.ndim != 2:
-            shape = ",".join(str(d) for d in tensor.shape)
-            raise ModelOutputError(
-                f"Expected Tensor shape: [batch_size num_classes] but got [{shape}]"
-            )
-        if tensor.dtype != dtype:
-            kind = "DT_STRING" if name == CLASSES else "DT_FLOAT"
-            raise ModelOutputError(f"Expected {name} Tensor of {kind}. Got: {tensor.dtype}")
-        if tensor.shape[0] != examples:
-            raise ModelOutputError(
-                f"Expected {name} output batch size of {examples}. Got: {tensor.shape[0]}"
-            )
-    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
-        raise ModelOutputError(
-            "Tensors class and score should match in dim_size(1). "
-            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
-        )
-    count = (classes if classes is not None else scores).shape[1]
-    labels = (
-        [[_text(label) for label in row] for row in classes.tolist()]
-        if classes is not None
-        else [[""] * count] * examples
+    labels, scores, width = rules.classification_columns(outputs, examples, ModelOutputError)
+    texts = (
+        [[_text(label) for label in row] for row in labels]
+        if labels is not None
+        else [[""] * width] * examples
     )
-    values = scores if scores is not None else [[0.0] * count] * examples  # float32 stays short
-    return [
+    values = outputs[rules.SCORES] if scores is not None else [[0.0] * width] * examples
+    return [  # float32 scores stay float32, so their JSON is as short as TF Serving's
         [[label, score] for label, score in zip(row_labels, row_scores, strict=True)]
-        for row_labels, row_scores in zip(labels, values, strict=True)
+        for row_labels, row_scores in zip(texts, values, strict=True)
     ]
 
 
 def regression_results(outputs: Mapping[str, np.ndarray], examples: int) -> np.ndarray:
-    """One value per example from ``outputs`` (``PostProcessRegressionResult``)."""
-    tensor = outputs[OUTPUTS]
-    if not (tensor.ndim == 1 or (tensor.ndim == 2 and tensor.shape[1] == 1)):
-        shape = ",".join(str(d) for d in tensor.shape)
-        raise ModelOutputError(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-            f"but got [{shape}]"
-        )
-    if tensor.shape[0] != examples:
-        raise ModelOutputError(
-            f"Input batch size did not match output batch size: {examples} vs. {tensor.shape[0]}"
-        )
-    if tensor.dtype != np.float32:
-        raise ModelOutputError(f"Expected output Tensor of DT_FLOAT.  Got: {tensor.dtype}")
-    return tensor.reshape(-1)
-
-
-class ModelOutputError(BadRequest):
-    """The signature returned tensors its API cannot answer with (TF Serving: 400 too)."""
+    """One value per example from ``outputs``, checked."""
+    return rules.regression_values(outputs, examples, ModelOutputError)
 
 
 def _text(value: bytes) -> str:
