@@ -103,7 +103,10 @@ def _transform_raw(transform_output, taxi, table):
         raw[name] = tf.ragged.constant(
             [v if v else [] for v in column], dtype=feature.dtype
         ).to_sparse()
-    return {k: v.numpy() for k, v in tft_output.transform_raw_features(raw).items()}
+    # The Keras layer the export bundles (the transform graph is a TF1 SavedModel, which
+    # transform_raw_features cannot apply eagerly).
+    layer = tft_output.transform_features_layer()
+    return {k: v.numpy() for k, v in layer(raw).items()}
 
 
 def test_unseen_category_goes_to_an_oov_bucket(transform_output, taxi):

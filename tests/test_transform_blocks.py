@@ -190,7 +190,10 @@ def _serving(tft_output, table: pa.Table) -> dict[str, np.ndarray]:
         inputs[name] = tf.ragged.constant(
             [v if v else [] for v in column], dtype=feature.dtype
         ).to_sparse()
-    return {k: v.numpy() for k, v in tft_output.transform_raw_features(inputs).items()}
+    # The Keras layer the export bundles (the transform graph is a TF1 SavedModel, which
+    # transform_raw_features cannot apply eagerly).
+    layer = tft_output.transform_features_layer()
+    return {k: v.numpy() for k, v in layer(inputs).items()}
 
 
 def _column(raw, name, fill=np.nan) -> np.ndarray:

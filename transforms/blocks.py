@@ -12,6 +12,12 @@ column (that is how both TFXIO and ``tf.io.parse_example`` hand over a VarLen fe
 rows (no matrix products whose summation order could depend on the batch size), so the Beam
 transform and the serving graph compute bit-identical features.
 
+TFT builds these blocks into a TF1 graph (``pipeline.transform.TF_COMPAT_V1``), where ``==`` and
+``!=`` between tensors compare the Python objects, not the values: use ``tf.equal`` and
+``tf.not_equal``. Analyzer results become constants there, which TensorFlow's graph optimizer
+folds (``x / c`` turns into ``x * (1 / c)``): a block that promises an exact value at a bound
+sets it explicitly (:func:`scale_0_1`).
+
 What the model may rely on:
 
 * a categorical block returns a scalar ``int64`` id per row in ``[0, num_categories)`` and the
@@ -318,7 +324,10 @@ def scale_0_1(
             bounds = (tft.min(reference, name="min"), tft.max(reference, name="max"))
         low, high = (tf.cast(b, tf.float32) for b in bounds)
         span = high - low
-        return tf.where(span > 0, (x - low) / tf.where(span > 0, span, 1.0), 0.5)
+        # The maximum maps to exactly 1: with the bounds folded into constants, TensorFlow's
+        # graph optimizer turns ``/ span`` into ``* (1 / span)``, which can round it to 1 - 2**-24.
+        scaled = tf.where(tf.equal(x, high), 1.0, (x - low) / tf.where(span > 0, span, 1.0))
+        return tf.where(span > 0, scaled, 0.5)
 
 
 # ---- categorical representations --------------------------------------------------------------
