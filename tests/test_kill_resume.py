@@ -56,7 +56,7 @@ class Attempt:
 ATTEMPTS = [
     Attempt(("data", "warehouse", "validation"), kill_inside="validation", delay=4.0),
     Attempt(("validation",), kill_after="validation"),
-    Attempt(("transform", "train"), kill_inside="transform", delay=12.0),
+    Attempt(("transform", "train"), kill_inside="transform", delay=5.0),
     Attempt(("transform",), kill_after="transform"),
     Attempt(("train", "export"), kill_inside="train", delay=8.0),
     Attempt(("train",), kill_after="train"),
