@@ -22,8 +22,9 @@ deadlines.
 
 The body deadline is the app's (:mod:`pipeline.serving.app`), and the idle timeout is uvicorn's
 ``timeout_keep_alive``. The subclass reads one piece of uvicorn's state, ``self.cycle`` (the
-request being answered, set once a head is parsed), which both its h11 and httptools protocols
-keep; the tests run it over real sockets.
+request being answered, set once a head is parsed), and extends one of its methods,
+``on_response_complete`` (to send a finished response at once); both its h11 and httptools
+protocols have them. The tests run it over real sockets.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ def guarded_protocol(
                     limit = self._limits.max_header_bytes
                     self._close_with(431, f"request head exceeds {limit} bytes")
 
+        def on_response_complete(self) -> None:
+            """The response's last byte is written: send it now, not one loop step later."""
+            if isinstance(self.transport, CoalescingTransport):
+                self.transport.flush()
+            super().on_response_complete()
+
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_timer()
             if not self._refused:
@@ -129,8 +136,9 @@ class CoalescingTransport:
     """A transport whose writes in one event-loop step leave as one ``send()``.
 
     The first write of a step schedules a flush for right after it (``call_soon``); the head
-    and body of a response, written in the same step, go out together. Closing flushes first.
-    Everything else is the wrapped transport's.
+    and body of a response, written in the same step, go out together. The protocol flushes as
+    soon as a response is complete, and closing flushes first. Everything else is the wrapped
+    transport's.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
@@ -140,21 +148,21 @@ class CoalescingTransport:
 
     def write(self, data: bytes) -> None:
         if not self._pending:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
             self._transport.write(data)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def __getattr__(self, name: str):
