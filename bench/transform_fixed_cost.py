@@ -14,7 +14,9 @@ rows (``bench/synthetic_splits.py``) and counts, per Beam pipeline (analysis; tr
 
 Nothing is asserted: the numbers are what the README's Benchmarks section reports. With
 ``--repeat`` the stage runs again in the same process (the second run shows what a process
-that already imported and warmed TensorFlow pays).
+that already imported and warmed TensorFlow pays). ``--tf2-tracing`` runs the stage as TFT
+does by default, tracing ``preprocessing_fn`` as tf.functions instead of one TF1 graph
+(``pipeline.transform.TF_COMPAT_V1``), for comparison in the same session.
 """
 
 from __future__ import annotations
@@ -170,11 +172,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--dataset", help="a dataset with a synthetic.py (default: the default)")
     parser.add_argument("--repeat", type=int, default=1, help="runs in this process")
+    parser.add_argument(
+        "--tf2-tracing", action="store_true", help="TFT's default graph mode, for comparison"
+    )
     args = parser.parse_args()
 
     from synthetic_splits import synthetic_split
 
-    import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    import pipeline.transform  # (pipeline sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+    pipeline.transform.TF_COMPAT_V1 = not args.tf2_tracing
 
     with tempfile.TemporaryDirectory() as tmp:
         split = synthetic_split(args.dataset, args.rows, Path(tmp) / "splits")
@@ -187,6 +194,7 @@ def main() -> None:
             report = {
                 "run": attempt + 1,
                 "rows": args.rows,
+                "tft_graph_mode": "tf2 tracing" if args.tf2_tracing else "tf1 graph",
                 "load_average_1m": round(os.getloadavg()[0], 2),
                 "import_s": round(imports, 2),
                 **result,
