@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         app,
         host=args.host,
         port=args.port,
-        http=guarded_protocol(limits),
+        http=guarded_protocol(limits, answer_now=app.answer_now),
         lifespan="on",
         timeout_keep_alive=args.idle_timeout,
         log_level=args.log_level.lower(),

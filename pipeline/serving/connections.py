@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable, Coroutine
 
 import orjson
 
@@ -58,14 +59,27 @@ def base_protocol() -> type[asyncio.Protocol]:
     return AutoHTTPProtocol
 
 
+AnswerNow = Callable[[dict, bytes], "tuple[dict, dict] | None"]
+
+
 def guarded_protocol(
-    limits: ConnectionLimits, base: type[asyncio.Protocol] | None = None
+    limits: ConnectionLimits,
+    base: type[asyncio.Protocol] | None = None,
+    answer_now: AnswerNow | None = None,
 ) -> type[asyncio.Protocol]:
-    """A subclass of uvicorn's HTTP protocol (``base``) that enforces ``limits``."""
+    """A subclass of uvicorn's HTTP protocol (``base``) that enforces ``limits``.
+
+    With ``answer_now`` (``ServingApp.answer_now``) and uvicorn's httptools protocol, a request
+    whose head and body arrive in one read is answered before the read returns, see
+    :meth:`on_message_complete`.
+    """
     base = base or base_protocol()
+    in_place = answer_now if hasattr(base, "_start_asgi_task") else None
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
         _limits = limits
+        _deferred: tuple | None = None  # (cycle, app) of a head parsed in this read
+        _reading = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self._refused = len(self.connections) >= self._limits.max_connections
@@ -83,8 +97,16 @@ def guarded_protocol(
                 return
             if not self._answering() and self._header_timer is None:
                 self._arm_header_timer()  # the first byte after a keep-alive pause
-            super().data_received(data)
-            if self._answering():
+            cycle = getattr(self, "cycle", None)
+            self._reading = True
+            try:
+                super().data_received(data)
+            finally:
+                self._reading = False
+                if self._deferred is not None:  # the body is still coming: the ASGI task reads it
+                    super()._start_asgi_task(*self._deferred)
+                    self._deferred = None
+            if self._answering() or getattr(self, "cycle", None) is not cycle:
                 self._disarm_header_timer()
                 self._header_bytes = 0
             elif self.transport is not None and not self.transport.is_closing():
@@ -92,6 +114,33 @@ def guarded_protocol(
                 if self._header_bytes > self._limits.max_header_bytes:
                     limit = self._limits.max_header_bytes
                     self._close_with(431, f"request head exceeds {limit} bytes")
+
+        def _start_asgi_task(self, cycle, app) -> None:  # uvicorn: a request head is parsed
+            if self._reading and in_place is not None:
+                self._deferred = (cycle, app)  # answered in place if its body is here too
+            else:
+                super()._start_asgi_task(cycle, app)
+
+        def on_message_complete(self) -> None:
+            """The request's body is complete: answer a small one now, without the ASGI task.
+
+            The response goes through the cycle's own ``send`` (uvicorn's status line, headers,
+            keep-alive and pipelining), driven to its end here: it does not wait while the
+            transport accepts writes.
+            """
+            super().on_message_complete()
+            deferred, self._deferred = self._deferred, None
+            if deferred is None:
+                return
+            cycle, app = deferred
+            messages = None
+            if not (cycle.flow.write_paused or cycle.response_started or cycle.disconnected):
+                messages = in_place(cycle.scope, bytes(cycle.body))
+            if messages is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            for message in messages:
+                _run_to_end(cycle.send(message))
 
         def on_response_complete(self) -> None:
             """The response's last byte is written: send it now, not one loop step later."""
@@ -167,6 +216,16 @@ class CoalescingTransport:
 
     def __getattr__(self, name: str):
         return getattr(self._transport, name)
+
+
+def _run_to_end(coroutine: Coroutine) -> None:
+    """Run a coroutine that does not wait (uvicorn's ``send`` on a writable transport)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("a response write had to wait for the transport")
 
 
 def _reply_and_close(transport: asyncio.Transport, status: int, message: str) -> None:
