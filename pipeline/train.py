@@ -57,7 +57,7 @@ from pipeline.model import (
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
 # Splits whose gzipped shards add up to at most this are parsed once and kept in memory (a
-# transformed example is a few hundred bytes parsed; the taxi train split's shards are ~1 MB).
+# transformed example is a few hundred bytes parsed; the default train split's shards are ~1 MB).
 IN_MEMORY_LIMIT_BYTES = 64 * 2**20
 PARSE_BATCH_SIZE = 8192
 EVALUATED_SPLITS = ("eval", "test")

@@ -48,7 +48,7 @@ class Signature:
 
     Calling a loaded signature with keyword arguments binds and validates them against its
     input signature, and the loaded-function wrapper resolves the handle of every captured
-    variable (63 in the taxi export), on every call: together about 0.15 ms, a quarter of what
+    variable (63 in the default export), on every call: together about 0.15 ms, a quarter of what
     the model itself takes for one row. The server builds inputs of exactly the declared dtype
     and rank, so it calls TensorFlow's ``ConcreteFunction._call_flat`` on the flat inputs with
     the handles resolved once. Distributed variables (whose handle depends on the replica
@@ -312,7 +312,7 @@ class ModelRegistry:
 def freeze_loaded_objects() -> None:
     """Move every object alive now out of the garbage collector's scans.
 
-    A loaded taxi export is about 400,000 Python objects, and one full collection over them took
+    The default export, loaded, is 400,000 Python objects; one full collection over them took
     0.22 s here: a pause in whichever request triggers it. Frozen objects are skipped. Unfreezing
     first lets the collection reclaim an evicted version's reference cycles.
     """

@@ -2,14 +2,14 @@
 
 The schema declares a ``jensen_shannon_divergence`` skew/drift comparator for numeric features.
 TFDV 1.16 evaluates it by re-bucketing both histograms to the union of their boundaries,
-assuming values spread uniformly inside each bucket. On the taxi sample (long tails: a 1,710 mile
+assuming values spread uniformly inside each bucket. On the default sample (long tails: a 1,710 mile
 trip, a $700 fare; point masses at 0) that estimate is dominated by noise: two random halves of the
 same sample score 0.09-0.8 with either histogram source, more than a 2x shift of the fare scores.
 
 Here the baseline's quantile boundaries define the bins (each holds ~10% of the baseline), the
 candidate's mass per bin is read off its own quantile histogram, and the divergence (log base 2,
 in [0, 1]) is taken between the two mass vectors. Outliers only move the outer bins. Measured on
-the taxi sample: random splits <= 0.01 (>= 500 rows) and <= 0.021 (200 rows); fare x1.2 -> 0.03,
+the default sample: random splits <= 0.01 (>= 500 rows) and <= 0.021 (200 rows); fare x1.2 -> 0.03,
 fare x2 -> 0.24.
 """
 
