@@ -230,7 +230,8 @@ def _describe(name: str, ctx: Any) -> str:
         "train": f"{getattr(ctx, 'train_steps', '?')} steps, then evaluation",
         "parity": f"{getattr(ctx, 'parity_rows', '?')} eval rows",
         "evaluate": "eval rows through serving_default, against the served version, per slice",
-        "predict": f"{getattr(ctx, 'predict_rows', '?')} eval rows in a fresh process",
+        "predict": f"{getattr(ctx, 'predict_rows', '?')} eval rows in a fresh process"
+        + (", started after export" if "predict" in getattr(ctx, "started", {}) else ""),
     }
     text = descriptions.get(name, "")
     return f" ({text})" if text else ""
@@ -255,6 +256,8 @@ def _outcome(name: str, record: dict, manifest: dict) -> str:
         return f": {'passed' if record['passed'] else 'FAILED'} on {record.get('rows')} rows"
     if name == "evaluate" and "blessing" in record:
         return ": blessed" if record["blessing"]["blessed"] else ": not blessed"
+    if name == "predict" and "process_seconds" in record:
+        return f": the process took {record['process_seconds']:.1f} s"
     if name == "push" and "blessed" in record:
         return f": pushed as version {record.get('version')}" if record["blessed"] else ": kept"
     return ""

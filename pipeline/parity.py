@@ -42,6 +42,7 @@ from pipeline.export import (
     SERVING_SIGNATURE,
     TRANSFORM_SIGNATURE,
     head_outputs,
+    load_export,
     primary_output,
 )
 from pipeline.raw_schema import tensor_adapter_config
@@ -189,7 +190,7 @@ def check_parity(
     """Compare training-path and serving-path features (and predictions) on ``rows`` rows."""
     raw = read_raw_rows(dataset, split_dir, rows)
     expected = training_path_features(dataset, transform_dir, raw, beam_args)
-    loaded = tf.saved_model.load(str(export_dir))
+    loaded = load_export(export_dir)
     examples = tf.constant(serving_examples(dataset, raw))
     actual = {
         k: v.numpy()

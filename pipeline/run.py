@@ -36,7 +36,7 @@ from pipeline.cli import EXIT_USAGE, UsageError, add_dataset_argument, dataset_f
 from pipeline.definition import DatasetDefinition, DefinitionError, DuplicatePolicy
 from pipeline.manifest import MANIFEST, RunRecorder, stack_versions, summary
 from pipeline.runners import add_runner_arguments, beam_session, runner_flag_conflict
-from pipeline.stages import BEAM_STAGES, STAGES, RunContext
+from pipeline.stages import BEAM_STAGES, EARLY_STARTS, STAGES, RunContext
 from pipeline.verdicts import EXIT_VERDICT, Verdict
 
 # Exit statuses: 0 done; EXIT_VERDICT (3) when the run stopped on its own verdict (a blocking
@@ -285,9 +285,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     try:
         with _beam_session(args, beam_args, selected) as stage_beam_args:
             ctx.beam_args = stage_beam_args
-            for name in selected:
+            for index, name in enumerate(selected):
                 with recorder.stage(name) as record, console.stage(name, ctx):
                     STAGES[name](ctx, record)
+                _start_early(ctx, name, selected[index + 1 :])
         done = all(manifest["stages"].get(n, {}).get("status") == "succeeded" for n in STAGES)
         manifest["status"] = "succeeded" if done else "in_progress"
     except BaseException as error:
@@ -296,11 +297,27 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         manifest["traceback"] = traceback.format_exc(limit=8)
         raise
     finally:
+        _stop_started(ctx)
         manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
         recorder.save()
     if manifest["status"] == "succeeded":
         _point_latest(args.runs_dir, args.run_id)
     return manifest
+
+
+def _start_early(ctx: RunContext, finished: str, later: list[str]) -> None:
+    """Start the processes of later stages that need only ``finished`` (see EARLY_STARTS)."""
+    for name in later:
+        after, start = EARLY_STARTS.get(name, (None, None))
+        if after == finished:
+            ctx.started[name] = start(ctx)
+
+
+def _stop_started(ctx: RunContext) -> None:
+    """Kill early-started processes whose stage never ran (the run stopped before it)."""
+    for started in ctx.started.values():
+        started.kill()
+    ctx.started.clear()
 
 
 @contextlib.contextmanager

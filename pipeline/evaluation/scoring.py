@@ -44,11 +44,11 @@ def predict(
     import tensorflow as tf
     from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
-    from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, primary_output
+    from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, load_export, primary_output
 
     names = tuple(c.name for c in dataset.serving_columns)
     schema = list_batch_schema(dataset, names)
-    serve = tf.saved_model.load(str(export_dir)).signatures[SERVING_SIGNATURE]
+    serve = load_export(export_dir).signatures[SERVING_SIGNATURE]
     encoder = RecordBatchToExamplesEncoder()
     key = primary_output(dataset)
     outputs = []

@@ -220,11 +220,11 @@ def compare_predictions(
     import numpy as np
     import tensorflow as tf
 
-    from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, primary_output
+    from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE, load_export, primary_output
     from pipeline.serving.examples import ExampleEncoder
 
     encoder = ExampleEncoder(definition)
-    serve = tf.saved_model.load(str(export_dir)).signatures[SERVING_SIGNATURE]
+    serve = load_export(export_dir).signatures[SERVING_SIGNATURE]
     key = primary_output(definition)
 
     def predict(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
