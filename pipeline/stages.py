@@ -189,15 +189,13 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
 
     stats_dir = storage.join(ctx.run_dir, STATISTICS_DIR)
     schema = validation.load_schema(ctx.dataset)
-    stats = {
-        name: validation.compute_statistics(
-            f"{path}/*.parquet",
-            storage.join(stats_dir, f"{name}.pb"),
-            ctx.beam_args,
-            exclude=(ctx.dataset.label.name,),
-        )
-        for name, path in ctx.split_dirs().items()
-    }
+    outputs = {name: storage.join(stats_dir, f"{name}.pb") for name in ctx.split_dirs()}
+    computed = validation.compute_split_statistics(
+        {outputs[name]: f"{path}/*.parquet" for name, path in ctx.split_dirs().items()},
+        ctx.beam_args,
+        exclude=(ctx.dataset.label.name,),
+    )
+    stats = {name: computed[output] for name, output in outputs.items()}
     reports = validation.validate_splits(stats, schema)
     html = write_html(
         storage.join(stats_dir, "report.html"),

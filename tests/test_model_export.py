@@ -26,6 +26,7 @@ from pipeline.export import (
     MISSING_VALUES,
     RAW_SIGNATURE,
     SERVING_SIGNATURE,
+    load_export,
     raw_inputs,
     raw_instances,
 )
@@ -289,3 +290,23 @@ def test_classification_signature_is_tf_servings_classify_shape(trained_export, 
     assert recorded.saved_model_checksum == (
         fingerprint_pb2.FingerprintDef.FromString(fresh).saved_model_checksum
     )
+
+
+def _save_constant_model(path, value: float) -> None:
+    module = tf.Module()
+    module.value = tf.Variable(value)
+    module.read = tf.function(lambda: module.value + 0.0, input_signature=[])
+    tf.saved_model.save(module, str(path))
+
+
+def test_an_export_is_loaded_once_per_process_until_its_bytes_change(tmp_path):
+    export_dir = tmp_path / "model" / "1"
+    _save_constant_model(export_dir, 1.0)
+    first = load_export(export_dir)
+    assert load_export(export_dir) is first and float(first.read()) == 1.0
+    shutil.rmtree(export_dir)  # the same directory, other contents: another fingerprint
+    _save_constant_model(export_dir, 2.0)
+    second = load_export(export_dir)
+    assert second is not first and float(second.read()) == 2.0
+    (export_dir / "fingerprint.pb").unlink()  # nothing to tell the contents by: load afresh
+    assert load_export(export_dir) is not load_export(export_dir)

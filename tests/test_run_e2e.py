@@ -109,6 +109,10 @@ def test_parity_and_a_served_prediction(taxi_run):
     assert "online parity: passed" in stdout
     predictions = manifest["predictions"]
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
+    # predict's fresh process started right after export, beside parity and evaluate.
+    predict = manifest["stages"]["predict"]
+    assert predict["started_early"] is True
+    assert predict["process_seconds"] > predict["seconds"]
     assert "parity: passed" in stdout and "served: big_tipper=" in stdout
     assert "for payment_type=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()

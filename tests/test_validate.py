@@ -27,6 +27,7 @@ from pipeline.validation import (
     SeverityConfig,
     ValidationFailed,
     check,
+    compute_split_statistics,
     compute_statistics,
     load_schema,
     load_statistics,
@@ -379,6 +380,21 @@ def test_a_killed_attempts_temporary_files_are_removed_by_the_next(split_pattern
     (leftover / "3405ac73.serving.pb.tmp").write_bytes(b"partial")
     compute_statistics(split_patterns["serving"], output)
     assert [p.name for p in output.parent.iterdir()] == ["serving.pb"]
+
+
+def test_several_splits_in_one_pipeline_give_each_its_own_statistics(
+    stats, split_patterns, tmp_path
+):
+    names = ["train", "serving_skewed"]
+    outputs = {name: str(tmp_path / "stats" / f"{name}.pb") for name in names}
+    computed = compute_split_statistics({outputs[n]: split_patterns[n] for n in names})
+    assert set(computed) == set(outputs.values())
+    for name in names:
+        # Each split's proto equals the one its own pipeline computed, and is published whole.
+        assert computed[outputs[name]] == stats[name] == load_statistics(outputs[name])
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == sorted(
+        f"{n}.pb" for n in names
+    )
 
 
 def test_missing_input_is_named(tmp_path):

@@ -32,6 +32,7 @@ from pipeline.validation.schema import (
 from pipeline.validation.serving_logs import check_serving_logs
 from pipeline.validation.splits import validate_splits
 from pipeline.validation.stats import (
+    compute_split_statistics,
     compute_statistics,
     compute_statistics_from_examples,
     load_statistics,
@@ -50,6 +51,7 @@ __all__ = [
     "ValidationReport",
     "check",
     "check_serving_logs",
+    "compute_split_statistics",
     "compute_statistics",
     "compute_statistics_from_examples",
     "diff_schemas",
