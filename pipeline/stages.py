@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pipeline import canonical_saved_model, storage
+from pipeline.background import StartedProcess
 from pipeline.definition import DatasetDefinition
 from pipeline.verdicts import Verdict
 
@@ -306,37 +305,6 @@ def _online_parity(ctx: RunContext, record: dict) -> None:
             "the online store's derived columns differ from the batch SQL's:\n  "
             + "\n  ".join(report.mismatches[:20])
         )
-
-
-@dataclasses.dataclass
-class StartedProcess:
-    """A stage's child process, its output kept in temporary files until it is collected.
-
-    Files, not pipes: a child that writes more than a pipe holds would wait for a reader.
-    """
-
-    process: subprocess.Popen
-    stdout: IO[str]
-    stderr: IO[str]
-    started_at: float
-
-    @classmethod
-    def start(cls, command: list[str]) -> StartedProcess:
-        stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        return cls(process, stdout, stderr, time.perf_counter())
-
-    def finish(self) -> tuple[int, str, str]:
-        """Wait for the process: its exit status, stdout and stderr."""
-        returncode = self.process.wait()
-        with self.stdout, self.stderr:
-            self.stdout.seek(0)
-            self.stderr.seek(0)
-            return returncode, self.stdout.read(), self.stderr.read()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.finish()
 
 
 def start_predict(ctx: RunContext) -> StartedProcess:

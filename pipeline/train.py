@@ -32,6 +32,10 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +46,7 @@ import tf_keras
 
 from pipeline import canonical_saved_model, console, storage
 from pipeline import metrics as evaluation
+from pipeline.background import StartedProcess, die_with_parent
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition, Head, LabelKind
 from pipeline.model import (
@@ -53,6 +58,7 @@ from pipeline.model import (
     initial_output_bias,
     model_inputs,
 )
+from pipeline.tfrecord_io import read_gzip_records
 
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
@@ -79,6 +85,8 @@ class TrainConfig:
     deterministic: bool = True
     # With derived columns: the same model without the features that read them.
     no_derived_baseline: bool = True
+    # Train one baseline in a child process beside the model (on two cores it then costs little).
+    baselines_beside: bool = True
 
 
 @dataclasses.dataclass
@@ -187,20 +195,25 @@ class ParsedSplit:
 
 
 def parse_split(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> ParsedSplit:
-    """Read and parse every record of a split once, in file order."""
+    """Read and parse every record of a split once, shard after shard in file order.
+
+    Each shard is read whole (:func:`pipeline.tfrecord_io.read_gzip_records`) and parsed
+    ``PARSE_BATCH_SIZE`` records per ``parse_example``; the row order is the files' order, so it
+    does not depend on how many shards a reader would interleave (the number of cores).
+    """
+    spec = tft_output.transformed_feature_spec()
     parts: dict[str, list[tf.Tensor]] = {}
-    labels = []
-    for features, batch_labels in make_dataset(
-        file_pattern, tft_output, label, PARSE_BATCH_SIZE, False, False
-    ):
-        for name, values in features.items():
-            parts.setdefault(name, []).append(values)
-        labels.append(batch_labels)
-    if not labels:
-        spec = tft_output.transformed_feature_spec()
+    for path in storage.glob(file_pattern):
+        records = read_gzip_records(path)
+        for start in range(0, len(records), PARSE_BATCH_SIZE):
+            chunk = tf.constant(records[start : start + PARSE_BATCH_SIZE])
+            for name, values in tf.io.parse_example(chunk, spec).items():
+                parts.setdefault(name, []).append(values)
+    if not parts:
         empty = {name: tf.zeros([0, *s.shape], s.dtype) for name, s in spec.items()}
         return ParsedSplit(empty, empty.pop(label))
-    return ParsedSplit({n: tf.concat(v, axis=0) for n, v in parts.items()}, tf.concat(labels, 0))
+    features = {name: tf.concat(values, axis=0) for name, values in parts.items()}
+    return ParsedSplit(features, features.pop(label))
 
 
 def shard_bytes(file_pattern: str) -> int:
@@ -358,8 +371,17 @@ class SplitBatches:
         }
 
     def batches(self, split: str, names: set[str] | None = None) -> tf.data.Dataset:
-        """Shuffled, repeated training batches for ``train``; one ordered pass otherwise."""
+        """Shuffled, repeated training batches for ``train``; one ordered pass otherwise.
+
+        tf.data takes a shuffle's seeds from the global seed as it stands when the dataset is
+        built, and every model sets it (to the same value) before it trains: a dataset built
+        after one model was trained got other batches than one built before. It is therefore
+        built with no global seed set, so every model, in this process or a child, and
+        whatever trained before it, sees the same batches.
+        """
         training = split == "train"
+        if training:
+            tf.random.set_seed(None)
         size = self.config.batch_size if training else EVAL_BATCH_SIZE
         parsed = self.parsed[split]
         if parsed is not None:
@@ -407,45 +429,42 @@ def train_and_evaluate(
     ``metrics`` keys: ``eval``/``test`` (the model), ``<majority|mean>_baseline_<split>``,
     ``wide_baseline_<split>`` (unless ``config.wide_baseline`` is off) and ``train_labels`` (what
     the trivial baseline learned: class shares or the mean, on the transformed label's scale).
+    With ``config.baselines_beside`` one baseline model trains in a child process while this one
+    trains the model and then the other baseline (see :class:`BaselineRequest`).
     """
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(str(transform_dir))
     label = dataset.label.name
     head = dataset.label.head
-    inputs = model_inputs(dataset, tft_output)
     evaluated = [split for split in EVALUATED_SPLITS if split in example_patterns]
     if "eval" not in evaluated:
         raise ValueError("training needs an eval split for early stopping")
     used = {split: example_patterns[split] for split in ("train", *evaluated)}
-    splits = SplitBatches(tft_output, label, used, config)
-    train_ds = splits.batches("train")
-    split_datasets = {split: splits.batches(split) for split in evaluated}
-    summary, baseline = _baselines(dataset, splits, evaluated)
-    bias = initial_output_bias(head, summary)
+    kinds = baseline_kinds(dataset, config)
     with storage.staged_directory(model_dir) as staging:
-        model, steps, metrics = _train_model(
-            dataset, inputs, WIDE_AND_DEEP, train_ds, split_datasets, config,
-            storage.join(staging, "logs"), bias,
-        )  # fmt: skip
-        wide_steps = None
-        if config.wide_baseline:
-            _, wide_steps, wide_metrics = _train_model(
-                dataset, inputs, WIDE_ONLY, train_ds, split_datasets, config,
-                storage.join(staging, "logs", "wide"), bias,
+        logs = storage.join(staging, "logs")
+        request = BaselineRequest(dataset.name, str(transform_dir), used, config, kinds[-1:])
+        beside = request.start() if kinds and request.can_run_beside(dataset) else None
+        here = kinds[:-1] if beside is not None else kinds
+        if beside is not None:
+            console.report(f"baseline {kinds[-1]} training beside the model, in a child process")
+        try:
+            splits = SplitBatches(tft_output, label, used, config)
+            summary, baseline = _baselines(dataset, splits, evaluated)
+            bias = initial_output_bias(head, summary)
+            model, steps, metrics = _train_model(
+                dataset, model_inputs(dataset, tft_output), WIDE_AND_DEEP,
+                splits.batches("train"), {s: splits.batches(s) for s in evaluated}, config,
+                storage.join(staging, "logs"), bias,
             )  # fmt: skip
-            for split, values in wide_metrics.items():
-                metrics[f"wide_baseline_{split}"] = values
-        no_derived_steps = None
-        without = _without_derived(dataset, inputs)
-        if config.no_derived_baseline and len(without) < len(inputs):
-            names = {i.name for i in without}
-            _, no_derived_steps, no_derived_metrics = _train_model(
-                dataset, without, WIDE_AND_DEEP, splits.batches("train", names),
-                {s: splits.batches(s, names) for s in evaluated}, config,
-                storage.join(staging, "logs", "no_derived"), bias,
-            )  # fmt: skip
-            for split, values in no_derived_metrics.items():
-                metrics[f"no_derived_baseline_{split}"] = values
+            trained = train_baselines(dataset, tft_output, splits, config, logs, here)
+            if beside is not None:
+                trained = trained.merged(request.collect(beside, logs))
+                console.report(f"baselines done: {trained.describe()}")
+        finally:
+            if beside is not None and beside.process.poll() is None:
+                beside.kill()
+        metrics.update(trained.metrics)
         for split, values in baseline.items():
             metrics[f"{head.baseline}_baseline_{split}"] = values
         metrics["train_labels"] = summary
@@ -459,9 +478,148 @@ def train_and_evaluate(
         time.perf_counter() - started,
         steps,
         config,
-        wide_steps,
-        no_derived_steps,
+        trained.wide_steps,
+        trained.no_derived_steps,
     )
+
+
+def baseline_kinds(dataset: DatasetDefinition, config: TrainConfig) -> tuple[str, ...]:
+    """The baseline models to train: ``wide`` and, with derived columns, ``no_derived``."""
+    kinds = ("wide",) if config.wide_baseline else ()
+    derived = set(dataset.derived_column_names)
+    if config.no_derived_baseline and any(derived.intersection(f.inputs) for f in dataset.features):
+        kinds += ("no_derived",)
+    return kinds
+
+
+@dataclasses.dataclass
+class TrainedBaselines:
+    """The baseline models' metrics (``wide_baseline_<split>``, ...) and steps trained."""
+
+    metrics: dict[str, dict]
+    wide_steps: int | None = None
+    no_derived_steps: int | None = None
+
+    def merged(self, other: TrainedBaselines) -> TrainedBaselines:
+        return TrainedBaselines(
+            {**self.metrics, **other.metrics},
+            self.wide_steps if other.wide_steps is None else other.wide_steps,
+            self.no_derived_steps if other.no_derived_steps is None else other.no_derived_steps,
+        )
+
+    def describe(self) -> str:
+        steps = {"wide_only": self.wide_steps, "no_derived": self.no_derived_steps}
+        return ", ".join(f"{name} {n} steps" for name, n in steps.items() if n is not None)
+
+
+def train_baselines(
+    dataset: DatasetDefinition,
+    tft_output: tft.TFTransformOutput,
+    splits: SplitBatches,
+    config: TrainConfig,
+    log_dir: str,
+    kinds: tuple[str, ...],
+) -> TrainedBaselines:
+    """Train the baseline models named in ``kinds`` (see :func:`baseline_kinds`).
+
+    Each is seeded like the model and trained on a fresh pass over the same batches, wherever
+    it runs, so its weights and metrics do not depend on running beside the model or after it.
+    """
+    evaluated = [split for split in EVALUATED_SPLITS if split in splits.patterns]
+    summary, _ = _baselines(dataset, splits, evaluated)
+    bias = initial_output_bias(dataset.label.head, summary)
+    inputs = model_inputs(dataset, tft_output)
+    trained = TrainedBaselines({})
+    if "wide" in kinds:
+        _, trained.wide_steps, wide_metrics = _train_model(
+            dataset, inputs, WIDE_ONLY, splits.batches("train"),
+            {s: splits.batches(s) for s in evaluated}, config,
+            storage.join(log_dir, "wide"), bias,
+        )  # fmt: skip
+        for split, values in wide_metrics.items():
+            trained.metrics[f"wide_baseline_{split}"] = values
+    if "no_derived" in kinds:
+        names = {i.name for i in _without_derived(dataset, inputs)}
+        _, trained.no_derived_steps, no_derived_metrics = _train_model(
+            dataset, [i for i in inputs if i.name in names], WIDE_AND_DEEP,
+            splits.batches("train", names), {s: splits.batches(s, names) for s in evaluated},
+            config, storage.join(log_dir, "no_derived"), bias,
+        )  # fmt: skip
+        for split, values in no_derived_metrics.items():
+            trained.metrics[f"no_derived_baseline_{split}"] = values
+    return trained
+
+
+@dataclasses.dataclass
+class BaselineRequest:
+    """What a child process needs to train baseline models beside the model.
+
+    On two cores the model trains on one and a baseline on the other, instead of one after the
+    other: ``python -m pipeline.train --baselines-request FILE`` reads this as JSON, trains
+    (:func:`train_baselines`, TensorBoard logs into a directory of its own, outside the run
+    directory) and prints a :class:`TrainedBaselines` as its last stdout line; the parent moves
+    the logs into the model directory it stages. A child dies with its parent.
+    """
+
+    dataset: str
+    transform_dir: str
+    example_patterns: dict[str, str]
+    config: TrainConfig
+    kinds: tuple[str, ...]
+
+    def can_run_beside(self, dataset: DatasetDefinition) -> bool:
+        """Whether a child may train them: the config allows it and a child process finds
+        the same definition by its name (not so for a definition built in code)."""
+        from pipeline.datasets import UnknownDataset, get_dataset
+
+        if not self.config.baselines_beside:
+            return False
+        try:
+            return get_dataset(dataset.name) == dataset
+        except UnknownDataset:
+            return False
+
+    def start(self) -> StartedProcess:
+        log_dir = tempfile.mkdtemp(prefix="baselines-")
+        request = dataclasses.asdict(self) | {"log_dir": log_dir, "parent_pid": os.getpid()}
+        path = Path(log_dir) / "request.json"
+        path.write_text(json.dumps(request))
+        return StartedProcess.start(
+            [sys.executable, "-m", "pipeline.train", "--baselines-request", str(path)]
+        )
+
+    def collect(self, started: StartedProcess, log_dir: str) -> TrainedBaselines:
+        returncode, output, errors = started.finish()
+        if returncode != 0:
+            raise RuntimeError(
+                f"training the baselines failed (exit {returncode}):\n{errors[-4000:]}"
+            )
+        answer = json.loads(output.strip().splitlines()[-1])
+        child_logs = Path(answer.pop("log_dir"))
+        for name in self.kinds:
+            if (child_logs / name).is_dir():
+                storage.copytree(str(child_logs / name), storage.join(log_dir, name))
+        shutil.rmtree(child_logs, ignore_errors=True)
+        return TrainedBaselines(**answer)
+
+    @staticmethod
+    def serve(path: str) -> None:
+        """The child's side: train what the request at ``path`` asks, print the result."""
+        from pipeline.datasets import get_dataset
+
+        request = json.loads(Path(path).read_text())
+        die_with_parent(request["parent_pid"])
+        config = request["config"]
+        config = TrainConfig(**{**config, "model": ModelConfig(**{
+            **config["model"], "hidden_units": tuple(config["model"]["hidden_units"])
+        })})  # fmt: skip
+        dataset = get_dataset(request["dataset"])
+        tft_output = tft.TFTransformOutput(request["transform_dir"])
+        splits = SplitBatches(tft_output, dataset.label.name, request["example_patterns"], config)
+        trained = train_baselines(
+            dataset, tft_output, splits, config, request["log_dir"], tuple(request["kinds"])
+        )
+        print(json.dumps(dataclasses.asdict(trained) | {"log_dir": request["log_dir"]}))
 
 
 def _without_derived(dataset: DatasetDefinition, inputs: list[ModelInput]) -> list[ModelInput]:
@@ -556,6 +714,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, train_steps: int | None
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--baselines-request"]:  # a child of train_and_evaluate (BaselineRequest)
+        BaselineRequest.serve(argv[1])
+        return
     parser = argparse.ArgumentParser(description="Train and evaluate the wide-and-deep model.")
     add_dataset_argument(parser)
     parser.add_argument("--transform-dir", required=True, help="a path or gs:// URI")

@@ -7,7 +7,8 @@ import sys
 from types import SimpleNamespace
 
 from pipeline import run
-from pipeline.stages import EARLY_STARTS, StartedProcess
+from pipeline.background import StartedProcess
+from pipeline.stages import EARLY_STARTS
 
 
 def test_a_started_process_keeps_more_output_than_a_pipe_holds():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from pipeline import train
+from pipeline.tfrecord_io import CorruptRecordFile, read_gzip_records
 from pipeline.train import ParsedSplit, SplitBatches, TrainConfig, load_split, parse_split
 
 ROWS = 10
@@ -104,7 +107,63 @@ def test_every_split_is_parsed_once_for_the_model_and_both_baselines(
         transform_output.output_dir,
         transform_output.example_patterns,
         tmp_path / "model",
-        TrainConfig(train_steps=2, steps_per_epoch=2),
+        TrainConfig(train_steps=2, steps_per_epoch=2, baselines_beside=False),
     )
     assert result.wide_baseline_steps == 2 and result.no_derived_baseline_steps == 2
     assert sorted(parsed) == sorted(transform_output.example_patterns.values())
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_baselines_trained_beside_the_model_equal_those_trained_after_it(
+    transform_output, taxi, tmp_path
+):
+    results = {}
+    for beside in (True, False):
+        results[beside] = train.train_and_evaluate(
+            taxi,
+            transform_output.output_dir,
+            transform_output.example_patterns,
+            tmp_path / f"model-{beside}",
+            TrainConfig(train_steps=30, steps_per_epoch=10, baselines_beside=beside),
+        )
+        logs = tmp_path / f"model-{beside}" / "logs"
+        assert (logs / "wide" / "train").is_dir() and (logs / "no_derived" / "train").is_dir()
+    child, in_process = results[True], results[False]
+    assert child.metrics == in_process.metrics  # the model's and every baseline's, exactly
+    assert (child.wide_baseline_steps, child.no_derived_baseline_steps) == (
+        in_process.wide_baseline_steps,
+        in_process.no_derived_baseline_steps,
+    )
+    assert {"wide_baseline_eval", "no_derived_baseline_eval"} <= set(child.metrics)
+
+
+def _write_gzip_records(path, records: list[bytes]) -> None:
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def test_a_shard_read_whole_gives_the_records_tensorflow_reads(tmp_path):
+    records = [b"", b"x", bytes(range(256)) * 40, *(f"row {i}".encode() for i in range(1000))]
+    path = tmp_path / "part.tfrecord.gz"
+    _write_gzip_records(path, records)
+    by_tensorflow = [r.numpy() for r in tf.data.TFRecordDataset(str(path), "GZIP")]
+    assert read_gzip_records(str(path)) == by_tensorflow == records
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "record cut off"])
+def test_a_damaged_shard_is_refused_with_its_name(tmp_path, damage):
+    path = tmp_path / "part.tfrecord.gz"
+    _write_gzip_records(path, [f"record {i}".encode() * 20 for i in range(200)])
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "flipped byte":
+        data[len(data) // 2] ^= 0x40
+    else:  # a whole gzip stream whose last record lacks its bytes
+        records = gzip.decompress(bytes(data))
+        data = bytearray(gzip.compress(records[:-3]))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRecordFile, match=r"part\.tfrecord\.gz"):
+        read_gzip_records(str(path))

@@ -165,7 +165,9 @@ def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
         assert re.search(rf"\] {stage}: done in \d+\.\d s", stderr), stage
     steps = manifest["stages"]["train"]["steps"]
     assert f"train: wide_and_deep step {steps}/200, loss " in stderr
+    assert "train: baseline no_derived training beside the model, in a child process" in stderr
     assert "train: wide_only step " in stderr
+    assert re.search(r"train: baselines done: wide_only \d+ steps, no_derived \d+ steps", stderr)
     assert re.search(r"transform: done in .*\(\d+ Beam stages\)", stderr)
 
 
