@@ -63,7 +63,8 @@ from pipeline.tfrecord_io import read_gzip_records
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
 # Splits whose gzipped shards add up to at most this are parsed once and kept in memory: about
-# 1.5M transformed taxi rows (the 800k train rows of 1M synthetic ones: 67 MB of shards). Three
+# 1.5M transformed rows of the default dataset (its 800k train rows of 1M synthetic ones: 67 MB
+# of shards). Three
 # models streaming a split pay tf.data's per-record cost (about 10 us here) on every read, and
 # the label summary a whole extra pass; parsed once, they share one read.
 IN_MEMORY_LIMIT_BYTES = 128 * 2**20
@@ -455,9 +456,9 @@ def train_and_evaluate(
             model, steps, metrics = _train_model(
                 dataset, model_inputs(dataset, tft_output), WIDE_AND_DEEP,
                 splits.batches("train"), {s: splits.batches(s) for s in evaluated}, config,
-                storage.join(staging, "logs"), bias,
+                logs, bias,
             )  # fmt: skip
-            trained = train_baselines(dataset, tft_output, splits, config, logs, here)
+            trained = train_baselines(dataset, tft_output, splits, config, logs, here, bias)
             if beside is not None:
                 trained = trained.merged(request.collect(beside, logs))
                 console.report(f"baselines done: {trained.describe()}")
@@ -519,15 +520,15 @@ def train_baselines(
     config: TrainConfig,
     log_dir: str,
     kinds: tuple[str, ...],
+    bias: list[float],
 ) -> TrainedBaselines:
-    """Train the baseline models named in ``kinds`` (see :func:`baseline_kinds`).
+    """Train the baseline models named in ``kinds`` (see :func:`baseline_kinds`), starting
+    from the model's initial output ``bias``.
 
     Each is seeded like the model and trained on a fresh pass over the same batches, wherever
     it runs, so its weights and metrics do not depend on running beside the model or after it.
     """
     evaluated = [split for split in EVALUATED_SPLITS if split in splits.patterns]
-    summary, _ = _baselines(dataset, splits, evaluated)
-    bias = initial_output_bias(dataset.label.head, summary)
     inputs = model_inputs(dataset, tft_output)
     trained = TrainedBaselines({})
     if "wide" in kinds:
@@ -616,8 +617,11 @@ class BaselineRequest:
         dataset = get_dataset(request["dataset"])
         tft_output = tft.TFTransformOutput(request["transform_dir"])
         splits = SplitBatches(tft_output, dataset.label.name, request["example_patterns"], config)
+        evaluated = [split for split in EVALUATED_SPLITS if split in splits.patterns]
+        summary, _ = _baselines(dataset, splits, evaluated)
+        bias = initial_output_bias(dataset.label.head, summary)
         trained = train_baselines(
-            dataset, tft_output, splits, config, request["log_dir"], tuple(request["kinds"])
+            dataset, tft_output, splits, config, request["log_dir"], tuple(request["kinds"]), bias
         )
         print(json.dumps(dataclasses.asdict(trained) | {"log_dir": request["log_dir"]}))
 
