@@ -483,6 +483,31 @@ def test_existing_output_is_kept_unless_overwrite(taxi_db, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["splits"]
 
 
+def test_split_files_are_the_same_bytes_whatever_the_number_of_threads(tmp_path):
+    """Past one DuckDB row group (122,880 rows) per thread, the partitioned COPY's row order
+    follows the threads; the split files must not."""
+    db_path = tmp_path / "wide.duckdb"
+    build_synthetic_warehouse(TAXI, db_path, rows=300_000, seed=4, start=date(2024, 1, 1), days=20)
+    query = split_query(SplitConfig(TAXI, warehouse=db_path))
+    digests = []
+    for threads in (2, 1, 2):
+        out = tmp_path / f"threads-{threads}-{len(digests)}"
+        out.mkdir()
+        output = DuckDBEngine(db_path, threads=threads).write_splits(query, str(out), TAXI)
+        assert sum(output.split_rows.values()) == 300_000
+        digests.append(
+            {
+                split: (Path(output.split_dirs[split]) / "part-00000.parquet").read_bytes()
+                for split in SPLIT_NAMES
+            }
+        )
+        assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_NAMES)
+    assert digests[0] == digests[1] == digests[2]
+    train = pq.read_table(Path(output.split_dirs["train"]))
+    areas = train.column("pickup_community_area").to_pylist()[:1000]
+    assert areas != sorted(areas, key=lambda a: (a is None, a))  # mixed, not sorted by a column
+
+
 def test_manifest_is_json_and_published_with_the_splits(taxi_default):
     manifest = taxi_default.to_manifest()
     assert json.loads(json.dumps(manifest)) == manifest

@@ -11,7 +11,7 @@ from pipeline.definition import SPLIT_NAMES, DatasetDefinition
 from pipeline.verdicts import Verdict
 from pipeline.warehouse import fingerprint
 from pipeline.warehouse.engine import SplitOutput
-from pipeline.warehouse.identifiers import TableRef
+from pipeline.warehouse.identifiers import TableRef, quote_duckdb
 from pipeline.warehouse.query import Query
 from pipeline.warehouse.schema import split_file_arrow_type
 
@@ -132,7 +132,7 @@ class DuckDBEngine:
     def write_splits(
         self, query: Query, destination: str, definition: DatasetDefinition
     ) -> SplitOutput:
-        """COPY the split query to Parquet partitioned by split, then lay out one dir per split."""
+        """COPY the split query to Parquet partitioned by split, then one ordered file per split."""
         sql = transpile(query)
         staging = Path(destination)
         partitions = staging / PARTITION_DIR
@@ -143,38 +143,57 @@ class DuckDBEngine:
         connection = self.connect()
         try:
             connection.execute(copy, duckdb_params(query))
+            found = {p.name for p in partitions.iterdir()} if partitions.is_dir() else set()
+            unknown = found - {f"_split={split}" for split in SPLIT_NAMES}
+            if unknown:
+                raise RuntimeError(f"split query produced unexpected partitions: {sorted(unknown)}")
+            schema = expected_arrow_schema(definition)
+            connection.execute("SET preserve_insertion_order = true")
+            dirs, rows = {}, {}
+            for split in SPLIT_NAMES:
+                files = sorted((partitions / f"_split={split}").glob("*.parquet"))
+                dirs[split], rows[split] = _write_split_in_order(
+                    connection, files, staging / split, schema
+                )
         finally:
             connection.close()
-        found = {p.name for p in partitions.iterdir()} if partitions.is_dir() else set()
-        unknown = found - {f"_split={split}" for split in SPLIT_NAMES}
-        if unknown:
-            raise RuntimeError(f"split query produced unexpected partitions: {sorted(unknown)}")
-        schema = expected_arrow_schema(definition)
-        dirs, rows = {}, {}
-        for split in SPLIT_NAMES:
-            files = sorted((partitions / f"_split={split}").glob("*.parquet"))
-            dirs[split], rows[split] = _lay_out_split(files, staging / split, schema)
         shutil.rmtree(partitions, ignore_errors=True)
         return SplitOutput(dirs, rows, {query.name: copy})
 
 
-def _lay_out_split(files: list[Path], split_dir: Path, schema) -> tuple[str, int]:
-    """Move a split's files to ``part-NNNNN.parquet`` (an empty file when there are none)."""
+def _write_split_in_order(
+    connection, files: list[Path], split_dir: Path, schema
+) -> tuple[str, int]:
+    """Rewrite a split's partition files as one ``part-00000.parquet`` in a fixed row order.
+
+    The partitioned COPY writes rows in the order its threads finish them, so from about 122,880
+    rows (one DuckDB row group per thread) the same query wrote the same rows in another order
+    each run, and transform_fn's quantiles and the model followed. Rows are ordered by a hash of
+    the whole row, ties by every column: the same rows give the same bytes whatever the number of
+    threads, and the order stays mixed (not sorted by the first column) for a streamed split's
+    shuffle buffer. DuckDB's ``hash`` is fixed within a DuckDB version.
+    """
     import pyarrow.parquet as pq
 
     split_dir.mkdir(parents=True)
+    target = split_dir / "part-00000.parquet"
     if not files:
-        pq.write_table(schema.empty_table(), split_dir / "part-00000.parquet")
+        pq.write_table(schema.empty_table(), target)
         return str(split_dir), 0
     rows = 0
-    for index, path in enumerate(files):
+    for path in files:
         parquet = pq.ParquetFile(path)
         if not parquet.schema_arrow.equals(schema):
             raise TypeError(
                 f"{path}: schema {parquet.schema_arrow} differs from the definition's {schema}"
             )
         rows += parquet.metadata.num_rows
-        path.rename(split_dir / f"part-{index:05d}.parquet")
+    columns = ", ".join(quote_duckdb(name) for name in schema.names)
+    sources = "[" + ", ".join(_literal(str(path)) for path in files) + "]"
+    connection.execute(
+        f"COPY (SELECT {columns} FROM read_parquet({sources}, hive_partitioning = false) "
+        f"ORDER BY hash({columns}), {columns}) TO {_literal(str(target))} (FORMAT PARQUET)"
+    )
     return str(split_dir), rows
 
 
