@@ -110,23 +110,34 @@ def _serving_functions(dataset: DatasetDefinition, model, tft_layer) -> dict:
         for c in dataset.serving_columns
     }
     kinds = [(c.name, c.type.split_file_type) for c in dataset.serving_columns]
+    # What parse_example makes of serving_spec (every raw column is VarLen), and _marked_to_sparse
+    # of a raw request. The signatures share the two functions below, each traced once: every
+    # call of the TFT layer in a trace prunes the transform graph again (about 0.7 s), and each
+    # signature traced the Keras model anew. No function here branches on a tensor, so none is
+    # converted by AutoGraph (which rewrote the source of every layer and TFT function called:
+    # about 1 s). With both, the export takes 4 s instead of 6 s on the taxi model.
+    parsed_spec = {
+        c.name: tf.SparseTensorSpec([None, None], tf_dtype(c.type)) for c in dataset.serving_columns
+    }
 
+    @tf.function(input_signature=[parsed_spec], autograph=False)
     def transform(raw: dict) -> dict[str, tf.Tensor]:
         transformed = tft_layer(raw)
         return {name: transformed[name] for name in feature_names}
 
+    @tf.function(input_signature=[parsed_spec], autograph=False)
     def predict(raw: dict) -> dict[str, tf.Tensor]:
         return head_outputs(dataset, model(transform(raw)))
 
-    @tf.function(input_signature=[examples_spec])
+    @tf.function(input_signature=[examples_spec], autograph=False)
     def serve_examples(examples):
         return predict(tf.io.parse_example(examples, serving_spec))
 
-    @tf.function(input_signature=[raw_specs])
+    @tf.function(input_signature=[raw_specs], autograph=False)
     def serve_raw(features):
         return predict({name: _marked_to_sparse(features[name], kind) for name, kind in kinds})
 
-    @tf.function(input_signature=[examples_spec])
+    @tf.function(input_signature=[examples_spec], autograph=False)
     def transform_features(examples):
         return transform(tf.io.parse_example(examples, serving_spec))
 
@@ -198,7 +209,7 @@ def head_signatures(
 
     if kind is LabelKind.REGRESSION:
 
-        @tf.function(input_signature=[inputs_spec])
+        @tf.function(input_signature=[inputs_spec], autograph=False)
         def regress(inputs):
             values = tf.reshape(predictions(inputs)["predictions"], [-1])
             return {"outputs": tf.cast(values, tf.float32)}
@@ -209,7 +220,7 @@ def head_signatures(
     if kind not in (LabelKind.BINARY, LabelKind.MULTICLASS):
         raise ValueError(f"unknown label kind {kind!r}; known: {', '.join(LabelKind)}")
 
-    @tf.function(input_signature=[inputs_spec])
+    @tf.function(input_signature=[inputs_spec], autograph=False)
     def classify(inputs):
         probabilities = tf.cast(predictions(inputs)["probabilities"], tf.float32)
         if kind is LabelKind.BINARY:
