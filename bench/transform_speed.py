@@ -13,8 +13,9 @@ its own peak RSS):
 * ``stage``: ``pipeline.transform.run_transform`` on the train split: TFT analyze over the full
   definition + transform + write, on Beam's DirectRunner.
 
-It prints seconds, rows/s, peak RSS and the ratio stage/floor. Ratios, not absolute seconds, are
-the result: both sides run on the same machine in the same minutes.
+It prints seconds, rows/s, peak RSS and the ratio stage/floor, then the same as one JSON line.
+Ratios, not absolute seconds, are the result: both sides run on the same machine in the same
+minutes.
 """
 
 from __future__ import annotations
@@ -125,7 +126,13 @@ def main() -> None:
                 f"{rows:>9,} rows  {result['kind']:<6} {result['seconds']:7.1f} s  "
                 f"{rows / result['seconds']:>9,.0f} rows/s  peak RSS {result['peak_rss_gb']:.2f} GB"
             )
-        print(f"{rows:>9,} rows  stage/floor = {ours['seconds'] / base['seconds']:.2f}x")
+        ratio = ours["seconds"] / base["seconds"]
+        print(f"{rows:>9,} rows  stage/floor = {ratio:.2f}x")
+        print(json.dumps({
+            "rows": rows, "floor_s": base["seconds"], "stage_s": ours["seconds"],
+            "stage_vs_floor": round(ratio, 3), "floor_peak_rss_gb": base["peak_rss_gb"],
+            "stage_peak_rss_gb": ours["peak_rss_gb"],
+        }))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,13 +9,16 @@ runs and models directory, so no served version changes what the evaluate stage 
 several ``--repo`` checkouts (e.g. a worktree of the previous commit) the rounds alternate
 between them, so the code being compared runs back to back on the same machine load.
 
-One JSON line per run: the stages' seconds, their sum, the wall time, the eval metric and the
-1-minute load average before the run. Nothing is asserted.
+One JSON line per run: the stages' seconds, their sum, the wall time, the eval metric, the
+1-minute load average before the run and a digest of the SHA-256 of every artifact in the run
+manifest but the evaluation's (equal digests: the same bytes). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -45,9 +48,12 @@ def _env(repo: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(repo), "PYTHONWARNINGS": "ignore::FutureWarning"}
 
 
-def run_once(repo: Path, label: str, extra: list[str]) -> dict:
-    """One ``pipeline.run`` in a fresh runs directory; its stage seconds from the manifest."""
-    with tempfile.TemporaryDirectory() as tmp:
+def run_once(repo: Path, label: str, extra: list[str], keep_dir: Path | None = None) -> dict:
+    """One ``pipeline.run`` in a fresh runs directory; its stage seconds from the manifest.
+
+    With ``keep_dir`` the runs and models directories are made under it and kept.
+    """
+    with _fresh_dir(keep_dir) as tmp:
         load = os.getloadavg()[0]
         started = time.perf_counter()
         completed = subprocess.run(
@@ -61,6 +67,12 @@ def run_once(repo: Path, label: str, extra: list[str]) -> dict:
             raise SystemExit(f"{label} failed in {repo}:\n{completed.stderr[-3000:]}")
         manifest = json.loads(Path(f"{tmp}/runs/bench/manifest.json").read_text())
     stages = {name: record["seconds"] for name, record in manifest["stages"].items()}
+    # The evaluation's artifacts name the export's version (a time): not a function of the inputs.
+    artifacts = sorted(
+        (name, record["sha256"])
+        for name, record in manifest["artifacts"].items()
+        if not name.startswith("evaluation/")
+    )
     evaluated = manifest["metrics"]["eval"]
     metric = next((k, v) for k, v in evaluated.items() if k != "examples")
     return {
@@ -71,7 +83,17 @@ def run_once(repo: Path, label: str, extra: list[str]) -> dict:
         "sum_of_stages_s": round(sum(stages.values()), 1),
         "wall_s": round(wall, 1),
         f"eval_{metric[0]}": metric[1],
+        "artifacts_sha256": hashlib.sha256(json.dumps(artifacts).encode()).hexdigest()[:16],
+        **({"run_dir": f"{tmp}/runs/bench"} if keep_dir else {}),
     }
+
+
+def _fresh_dir(keep_dir: Path | None):
+    """A temporary directory, or a new one under ``keep_dir`` that stays."""
+    if keep_dir is None:
+        return tempfile.TemporaryDirectory()
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(tempfile.mkdtemp(dir=keep_dir))
 
 
 def main() -> None:
@@ -81,6 +103,7 @@ def main() -> None:
     parser.add_argument(
         "--repo", type=Path, action="append", help="checkout(s) to run (default: this one)"
     )
+    parser.add_argument("--keep-dir", type=Path, help="keep each run's directories under this")
     args = parser.parse_args()
     repos = [path.resolve() for path in args.repo or [REPO]]
     inputs = [("sample", [])]
@@ -90,7 +113,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for label, extra in inputs:
             for repo in repos:
-                print(json.dumps(run_once(repo, label, extra)), flush=True)
+                print(json.dumps(run_once(repo, label, extra, args.keep_dir)), flush=True)
 
 
 if __name__ == "__main__":
