@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.datasets import get_dataset
 from pipeline.definition import SPLIT_NAMES
-from pipeline.online.enrich import Enricher, EnrichingEncoder
+from pipeline.online.enrich import Enricher, EnrichingEncoder, read_windows
 from pipeline.online.records import StoreRecord
 from pipeline.online.replay import compare_derived, replay
 from pipeline.online.stores import RangeQuery, open_store
@@ -88,6 +88,28 @@ def test_latest_is_the_newest_in_range_and_ties_go_to_the_largest_id(store):
     found = store.latest([RangeQuery(NS, entity, None, 200), RangeQuery(NS, entity, 0, None),
                           RangeQuery(NS, entity, 301, None)])  # fmt: skip
     assert found == [(100, "y", {"v": 2}), (300, "z", {"v": 3}), None]
+
+
+def test_windows_read_once_per_entity_equal_one_read_per_query(store):
+    """Overlapping, nested, open and empty ranges of several entities, equal times included."""
+    rng = random.Random(11)
+    entities = [json.dumps([name]) for name in ("a", "b", "c")]
+    store.write(
+        [
+            StoreRecord(NS, entity, f"{n:03d}", rng.randrange(0, 500, 5), float(n))
+            for entity in entities[:2]
+            for n in range(120)
+        ],
+        {},
+    )
+    bounds = [None, *range(-10, 520, 7)]
+    queries = [
+        RangeQuery(NS, rng.choice(entities), rng.choice(bounds), rng.choice(bounds))
+        for _ in range(300)
+    ]
+    expected = store.events(queries)
+    assert read_windows(store, queries) == expected
+    assert sum(map(len, expected)) > 3000 and any(not found for found in expected)
 
 
 def test_an_unknown_store_is_refused_by_name():

@@ -11,6 +11,7 @@ instances (``b64``) are passed on as they are: a client that builds them sends e
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,36 @@ from typing import Any
 from pipeline.definition import AsOfJoin, ColumnType, DatasetDefinition, Lookup, WindowFeature
 from pipeline.online.aggregates import read_range, window_values
 from pipeline.online.records import LOOKUP_TIME, Declaration, declarations, entity_key
-from pipeline.online.stores import OnlineStore, RangeQuery
+from pipeline.online.stores import Event, OnlineStore, RangeQuery
+
+
+def read_windows(store: OnlineStore, queries: Sequence[RangeQuery]) -> list[list[Event]]:
+    """``store.events(queries)``, reading each (namespace, entity) once over all its ranges.
+
+    Many rows of one entity (a replay of a split, a batch request) ask for overlapping windows:
+    read one by one, the same events came back and had their payloads decoded once per row
+    (at 1M synthetic taxi rows, 3,834 replayed rows took 11 s). Each query's events are then the
+    slice of its entity's events inside its range, which keeps their time order.
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, query in enumerate(queries):
+        groups.setdefault((query.namespace, query.entity), []).append(index)
+    merged = []
+    for (namespace, entity), indices in groups.items():
+        starts = [queries[i].start for i in indices]
+        ends = [queries[i].end for i in indices]
+        start = None if None in starts else min(starts)
+        end = None if None in ends else max(ends)
+        merged.append(RangeQuery(namespace, entity, start, end))
+    results: list[list[Event]] = [[] for _ in queries]
+    for indices, events in zip(groups.values(), store.events(merged), strict=True):
+        times = [event[0] for event in events]
+        for index in indices:
+            query = queries[index]
+            low = 0 if query.start is None else bisect.bisect_left(times, query.start)
+            high = len(times) if query.end is None else bisect.bisect_right(times, query.end)
+            results[index] = events[low:high]
+    return results
 
 
 class Enricher:
@@ -50,7 +80,7 @@ class Enricher:
                 )
                 target.append((index, declaration, query))
         if window_queries:
-            results = self.store.events([q for _, _, q in window_queries])
+            results = read_windows(self.store, [q for _, _, q in window_queries])
             for (index, declaration, _), events in zip(window_queries, results, strict=True):
                 filled[index].update(window_values(declaration.source, times[index], events))
         if latest_queries:
