@@ -65,9 +65,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
 # Splits whose gzipped shards add up to at most this are parsed once and kept in memory: about
 # 1.5M transformed rows of the default dataset (its 800k train rows of 1M synthetic ones: 67 MB
-# of shards). Three
-# models streaming a split pay tf.data's per-record cost (about 10 us here) on every read, and
-# the label summary a whole extra pass; parsed once, they share one read.
+# of shards). Three models streaming a split pay tf.data's per-record cost (about 10 us here) on
+# every read, and the label summary a whole extra pass; parsed once, they share one read.
 IN_MEMORY_LIMIT_BYTES = 128 * 2**20
 PARSE_BATCH_SIZE = 8192
 EVALUATED_SPLITS = ("eval", "test")
