@@ -95,8 +95,8 @@ class Counters:
             return run_pipeline
 
         def make_preprocessing_fn_factory(original):
-            def make(dataset):
-                fn = original(dataset)
+            def make(dataset, *args, **kwargs):
+                fn = original(dataset, *args, **kwargs)
 
                 def counted(inputs):
                     # Beam runs TFT's tracing inside its stages on an unpickled copy of this

@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
-from pipeline import canonical_saved_model, storage
+from pipeline import canonical_saved_model, storage, vocabularies
 from pipeline.arrow_io import ReadSplitBatches
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
@@ -121,7 +121,7 @@ def analyze(
     which came from the cache.
     """
     adapter_config = tensor_adapter_config(dataset)
-    preprocessing_fn = make_preprocessing_fn(dataset)
+    preprocessing_fn = make_preprocessing_fn(dataset, vocabularies.make_analyzer)
     keys = {span: _span_key(span, pattern) for span, pattern in span_patterns.items()}
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
     with tft_context(temp_dir):

@@ -39,7 +39,7 @@ from fractions import Fraction
 
 import tensorflow as tf
 import tensorflow_transform as tft
-from tensorflow_transform import schema_inference
+from tensorflow_transform import analyzer_nodes, nodes, schema_inference
 
 # Rank error of the quantile sketches behind median imputation and outlier clipping: the
 # returned quantile of fraction q lies between the true quantiles of q - EPSILON and q + EPSILON.
@@ -370,6 +370,128 @@ def quantile_bucket(
         return tft.apply_buckets(x, boundaries)
 
 
+@dataclasses.dataclass(frozen=True)
+class VocabularySpec:
+    """Which values one vocabulary keeps: the parameters of ``tft.vocabulary`` this project uses.
+
+    ``filename`` names the vocabulary's file in the transform output; ``is_string`` says whether
+    its tokens are strings (else integers, written in decimal).
+    """
+
+    filename: str
+    top_k: int | None
+    frequency_threshold: int | None
+    is_string: bool
+
+
+# A vocabulary file holds one token per line: like tft.vocabulary, leave out the empty string
+# and strings with a line break.
+_NOT_A_TOKEN = r"^$|\C*[\n\r]\C*"  # RE2: \C is any byte
+# Per traced graph: the vocabulary file each planned vocabulary's analyzer returns, by filename.
+_PLANNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_counts(tokens: tf.Tensor | tf.SparseTensor | tf.RaggedTensor) -> list[tf.Tensor]:
+    """``[distinct tokens, their counts]`` in one batch: what a vocabulary analyzer accumulates.
+
+    Counting inside the graph leaves the analyzer one small pair of arrays per batch instead of
+    every token.
+    """
+    if isinstance(tokens, tf.RaggedTensor):
+        values = tokens.flat_values
+    elif isinstance(tokens, tf.SparseTensor):
+        values = tokens.values
+    else:
+        values = tf.reshape(tokens, [-1])
+    if values.dtype == tf.string:
+        values = tf.boolean_mask(
+            values, tf.logical_not(tf.strings.regex_full_match(values, _NOT_A_TOKEN))
+        )
+    else:
+        values = tf.cast(values, tf.int64)
+    distinct, _, counts = tf.unique_with_counts(values, out_idx=tf.int64)
+    return [distinct, counts]
+
+
+def plan_vocabularies(
+    requests: Sequence[tuple[VocabularySpec, tf.Tensor | tf.RaggedTensor]],
+    make_analyzer: Callable[[tuple[VocabularySpec, ...]], object],
+) -> None:
+    """Count every requested vocabulary in one analyzer; :func:`vocabulary` then looks ids up in it.
+
+    ``tft.compute_and_apply_vocabulary`` adds about fourteen Beam stages per vocabulary (count,
+    merge, prune, top-k, two sizes, order and write), each a bundle to set up whatever the data
+    size; that is most of the analysis's fixed cost. ``make_analyzer(specs)`` returns the
+    ``tft.experimental.CacheablePTransformAnalyzer`` that counts all of them in one combine over
+    :func:`token_counts` pairs and writes every file (``pipeline.vocabularies``: the Beam side
+    lives with the jobs), so TFT's analyzer cache still keeps each span's counts. The files hold
+    exactly what ``tft.vocabulary`` writes for the same parameters.
+    """
+    if tf.executing_eagerly() or not requests:
+        return
+    specs = tuple(spec for spec, _ in requests)
+    inputs = [tensor for _, tokens in requests for tensor in token_counts(tokens)]
+    outputs = []
+    for spec in specs:
+        default_file = analyzer_nodes.TemporaryAssetInfo(
+            empty_vocabulary_token(spec.is_string), "text"
+        )
+        outputs.append(analyzer_nodes.TensorInfo(tf.string, [], default_file))
+        outputs.append(analyzer_nodes.TensorInfo(tf.int64, [], None))
+    with tf.compat.v1.name_scope("vocabularies"):
+        outputs = _cacheable_ptransform_analyzer(inputs, make_analyzer(specs), outputs)
+    planned = _PLANNED.setdefault(tf.compat.v1.get_default_graph(), {})
+    for spec, path, size in zip(specs, outputs[::2], outputs[1::2], strict=True):
+        tft.analyzers.register_vocab(spec.filename, vocabulary_size=size)
+        planned[spec.filename] = path
+
+
+# An intermediate step's output is a Beam value, never a tensor: its info only counts outputs.
+_ACCUMULATOR = analyzer_nodes.TensorInfo(tf.string, [], None)
+
+
+def _cacheable_ptransform_analyzer(inputs: list, analyzer, outputs: list) -> tuple:
+    """``tft.experimental.ptransform_analyzer`` of a cacheable analyzer with several outputs.
+
+    TFT's own helper gives every step of a ``CacheablePTransformAnalyzer`` as many outputs as
+    the analyzer has, and the cache accepts only steps with one: here accumulating and merging
+    have one output (all vocabularies' counts), and only the final step has one per file. The
+    steps are TFT's: accumulate and merge per span (the merge is what the cache keeps), merge
+    across spans, extract.
+    """
+    merge = analyzer.merge_accumulators_ptransform
+    steps = (
+        ("make_accumulators", analyzer.make_accumulators_ptransform, True, None),
+        ("local_merge_accumulators", merge, True, analyzer.cache_coder),
+        ("global_merge_accumulators", merge, False, None),
+    )
+    value = analyzer_nodes.get_input_tensors_value_nodes(inputs)
+    for scope, ptransform, partitionable, cache_coder in steps:
+        with tf.compat.v1.name_scope(scope):
+            value = nodes.apply_operation(
+                analyzer_nodes.PTransform,
+                value,
+                ptransform=ptransform,
+                is_partitionable=partitionable,
+                cache_coder=cache_coder,
+                output_tensor_info_list=[_ACCUMULATOR],
+            )
+    with tf.compat.v1.name_scope("extract_output"):
+        results = nodes.apply_multi_output_operation(
+            analyzer_nodes.PTransform,
+            value,
+            ptransform=analyzer.extract_output_ptransform,
+            is_partitionable=False,
+            output_tensor_info_list=outputs,
+        )
+    return tuple(map(analyzer_nodes.wrap_as_tensor, results))
+
+
+def empty_vocabulary_token(is_string: bool) -> bytes:
+    """The one token TFT writes into a vocabulary that keeps nothing (a table needs a row)."""
+    return b"49d0cd50-04bb-48c0-bc6f-5b575dce351a" if is_string else b"-1"
+
+
 def vocabulary(
     x: tf.Tensor | tf.RaggedTensor,
     top_k: int | None,
@@ -380,10 +502,18 @@ def vocabulary(
     """Id of ``x`` in the training vocabulary (most frequent first), unseen values -> OOV ids.
 
     The vocabulary keeps the ``top_k`` most frequent values that occur at least
-    ``frequency_threshold`` times in training (either limit optional). Ids ``[0, vocab_size)`` are
-    known values; ``[vocab_size, vocab_size + num_oov_buckets)`` are hashed out-of-vocabulary
-    buckets, where rare and unseen values land. Empty strings never enter a vocabulary.
+    ``frequency_threshold`` times in training (either limit optional); equally frequent values
+    are ordered by their bytes, largest first. Ids ``[0, vocab_size)`` are known values;
+    ``[vocab_size, vocab_size + num_oov_buckets)`` are hashed out-of-vocabulary buckets, where
+    rare and unseen values land. Empty strings never enter a vocabulary. A vocabulary planned
+    with :func:`plan_vocabularies` is looked up in its file; any other is computed by its own
+    ``tft`` analyzer.
     """
+    planned = None
+    if not tf.executing_eagerly():
+        planned = _PLANNED.get(tf.compat.v1.get_default_graph(), {}).get(vocab_filename)
+    if planned is not None:
+        return tft.apply_vocabulary(x, planned, num_oov_buckets=num_oov_buckets)
     return tft.compute_and_apply_vocabulary(
         x,
         top_k=top_k,

@@ -88,6 +88,11 @@ class Kind:
     def apply(self, feature_name: str, columns: Sequence[RawColumn]):
         raise NotImplementedError
 
+    def vocabulary_request(self, feature_name: str, columns: Sequence[RawColumn]):
+        """``(blocks.VocabularySpec, tokens)`` when ``apply`` looks ids up in a training
+        vocabulary, so ``preprocessing_fn`` can count every vocabulary in one pass; else None."""
+        return None
+
 
 def _blocks():
     from transforms import blocks
@@ -293,18 +298,32 @@ class Vocabulary(Kind):
             found.append("top_k must be >= 1")
         return found
 
-    def ids(self, feature_name: str, values):
+    def tokens(self, columns: Sequence[RawColumn]):
+        """What the vocabulary counts and looks up: the column's values."""
+        (column,) = columns
+        return _dense(column)
+
+    def ids(self, feature_name: str, tokens):
         return _blocks().vocabulary(
-            values,
+            tokens,
             self.top_k,
             self.num_oov_buckets,
             vocab_filename=vocabulary_file(feature_name),
             frequency_threshold=self.frequency_threshold,
         )
 
+    def vocabulary_request(self, feature_name, columns):
+        tokens = self.tokens(columns)
+        spec = _blocks().VocabularySpec(
+            vocabulary_file(feature_name),
+            self.top_k,
+            self.frequency_threshold,
+            is_string=tokens.dtype.name == "string",
+        )
+        return spec, tokens
+
     def apply(self, feature_name, columns):
-        (column,) = columns
-        return self.ids(feature_name, _dense(column))
+        return self.ids(feature_name, self.tokens(columns))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -317,8 +336,7 @@ class OneHot(Vocabulary):
     min_oov_buckets: ClassVar[int] = 0
 
     def apply(self, feature_name, columns):
-        (column,) = columns
-        ids = self.ids(feature_name, _dense(column))
+        ids = self.ids(feature_name, self.tokens(columns))
         return _blocks().one_hot(ids, self.top_k + self.num_oov_buckets)
 
 
@@ -333,12 +351,13 @@ class MultiHot(Vocabulary):
     min_oov_buckets: ClassVar[int] = 0
     input_types: ClassVar[frozenset[str] | None] = frozenset({"STRING"})
 
-    def apply(self, feature_name, columns):
+    def tokens(self, columns):
         (column,) = columns
-        blocks = _blocks()
-        tokens = blocks.split_tokens(_dense(column), self.delimiter)
-        depth = self.top_k + self.num_oov_buckets
-        return blocks.multi_hot(self.ids(feature_name, tokens), depth)
+        return _blocks().split_tokens(_dense(column), self.delimiter)
+
+    def apply(self, feature_name, columns):
+        ids = self.ids(feature_name, self.tokens(columns))
+        return _blocks().multi_hot(ids, self.top_k + self.num_oov_buckets)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
