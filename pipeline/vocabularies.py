@@ -6,10 +6,11 @@ data, are most of the analysis's time. ``transforms.blocks.plan_vocabularies`` i
 vocabularies of ``preprocessing_fn`` to one ``tft.experimental.ptransform_analyzer``, whose Beam
 side is this module:
 
-1. *make accumulators*: one combine adds up, per vocabulary, the ``(distinct tokens, counts)``
-   pairs the graph computed for each batch (``blocks.token_counts``);
-2. *merge*: partial counts add up (per span, then across spans), which is what TFT's analyzer
-   cache stores for each span (:class:`TokenCountsCoder`), as it does for its own vocabularies;
+1. *make accumulators*: one combine per span adds up, per vocabulary, the ``(distinct tokens,
+   counts)`` pairs the graph computed for each batch (``blocks.token_counts``); that is what
+   TFT's analyzer cache stores for each span (:class:`TokenCountsCoder`), as it does for its own
+   vocabularies, so it must be one accumulator per span;
+2. *merge*: the spans' counts add up;
 3. *extract*: each vocabulary is pruned and ordered exactly like ``tft.vocabulary`` does (values
    below ``frequency_threshold`` dropped, then the ``top_k`` largest ``(count, token)`` pairs,
    largest first, integers compared as their decimal strings; one placeholder token when nothing

@@ -455,15 +455,16 @@ def _cacheable_ptransform_analyzer(inputs: list, analyzer, outputs: list) -> tup
 
     TFT's own helper gives every step of a ``CacheablePTransformAnalyzer`` as many outputs as
     the analyzer has, and the cache accepts only steps with one: here accumulating and merging
-    have one output (all vocabularies' counts), and only the final step has one per file. The
-    steps are TFT's: accumulate and merge per span (the merge is what the cache keeps), merge
-    across spans, extract.
+    have one output (all vocabularies' counts), and only the final step has one per file.
+
+    The steps are those of TFT's own combiners: accumulate per span (what the cache keeps),
+    merge across spans, extract. TFT's helper adds a merge per span between the first two,
+    which costs two Beam stages and merges nothing when, as here, the accumulation already
+    yields one accumulator per span.
     """
-    merge = analyzer.merge_accumulators_ptransform
     steps = (
-        ("make_accumulators", analyzer.make_accumulators_ptransform, True, None),
-        ("local_merge_accumulators", merge, True, analyzer.cache_coder),
-        ("global_merge_accumulators", merge, False, None),
+        ("make_accumulators", analyzer.make_accumulators_ptransform, True, analyzer.cache_coder),
+        ("global_merge_accumulators", analyzer.merge_accumulators_ptransform, False, None),
     )
     value = analyzer_nodes.get_input_tensors_value_nodes(inputs)
     for scope, ptransform, partitionable, cache_coder in steps:
