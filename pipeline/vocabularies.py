@@ -135,15 +135,24 @@ def ordered_vocabulary(spec: VocabularySpec, counts: dict) -> list[bytes]:
     return [token for _, token in pairs] or [empty_vocabulary_token(spec.is_string)]
 
 
-class _WriteVocabularies(tft_beam.experimental.PTransformAnalyzer):
-    """Writes each vocabulary's file; outputs its path and size, two outputs per vocabulary."""
+class _WriteVocabularies(beam.PTransform):
+    """Writes each vocabulary's file; outputs its path and size, two outputs per vocabulary.
+
+    The files go where TFT writes its own vocabularies, the analysis's temporary directory
+    (``tft_beam.Context``), not into the fresh random directory TFT would give this step: the
+    path ends up in transform_fn's graph, and a random one would change its bytes every run.
+    """
 
     def __init__(self, specs: Sequence[VocabularySpec]):
         super().__init__()
         self._specs = tuple(specs)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({[spec.filename for spec in self._specs]})"
+
     def expand(self, totals):
-        written = totals | "Write" >> beam.Map(self._write_all, self.base_temp_dir)
+        directory = tft_beam.Context.create_base_temp_dir()
+        written = totals | "Write" >> beam.Map(self._write_all, directory)
         outputs = []
         for index, spec in enumerate(self._specs):
             for part, name in enumerate(("Path", "Size")):
