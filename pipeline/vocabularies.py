@@ -1,6 +1,6 @@
 """Every vocabulary of the transform stage counted in one Beam pass.
 
-``tft.compute_and_apply_vocabulary`` gives each vocabulary its own chain of about fourteen Beam
+``tft.compute_and_apply_vocabulary`` gives each vocabulary its own chain of about thirteen Beam
 stages (count, merge, prune, top-k, sizes, order, write); on a small split those stages, not the
 data, are most of the analysis's time. ``transforms.blocks.plan_vocabularies`` instead hands all
 vocabularies of ``preprocessing_fn`` to one ``tft.experimental.ptransform_analyzer``, whose Beam

@@ -34,6 +34,12 @@ pytestmark = pytest.mark.slow
 
 BOTH, DEEP = ModelPart.BOTH, ModelPart.DEEP
 STRING, INT, FLOAT = ColumnType.STRING, ColumnType.INT64, ColumnType.FLOAT64
+
+
+def _word(name: str, kind: kinds.Kind) -> Feature:
+    return Feature(name, "word", kind, BOTH, default="")
+
+
 DATASET = DatasetDefinition(
     name="vocabularies",
     table="vocabularies.rows",
@@ -46,22 +52,10 @@ DATASET = DatasetDefinition(
     ),
     label=BinaryLabel("high", "score", ">", 0.5),
     features=(
-        Feature("word_all", "word", kinds.Vocabulary(num_oov_buckets=2), BOTH, default=""),
-        Feature("word_top3", "word", kinds.Vocabulary(top_k=3), BOTH, default=""),
-        Feature(
-            "word_frequent",
-            "word",
-            kinds.Vocabulary(frequency_threshold=4, num_oov_buckets=1),
-            BOTH,
-            default="",
-        ),
-        Feature(
-            "word_none",
-            "word",
-            kinds.Vocabulary(frequency_threshold=1000, num_oov_buckets=1),
-            BOTH,
-            default="",
-        ),
+        _word("word_all", kinds.Vocabulary(num_oov_buckets=2)),
+        _word("word_top3", kinds.Vocabulary(top_k=3)),
+        _word("word_frequent", kinds.Vocabulary(frequency_threshold=4, num_oov_buckets=1)),
+        _word("word_none", kinds.Vocabulary(frequency_threshold=1000, num_oov_buckets=1)),
         Feature("area_top", "area", kinds.Vocabulary(top_k=4, num_oov_buckets=1), BOTH),
         Feature("word_onehot", "word", kinds.OneHot(top_k=2), DEEP, default=""),
         Feature("tags_multi", "tags", kinds.MultiHot(top_k=4, delimiter="|"), DEEP, default=""),

@@ -419,7 +419,7 @@ def plan_vocabularies(
 ) -> None:
     """Count every requested vocabulary in one analyzer; :func:`vocabulary` then looks ids up in it.
 
-    ``tft.compute_and_apply_vocabulary`` adds about fourteen Beam stages per vocabulary (count,
+    ``tft.compute_and_apply_vocabulary`` adds about thirteen Beam stages per vocabulary (count,
     merge, prune, top-k, two sizes, order and write), each a bundle to set up whatever the data
     size; that is most of the analysis's fixed cost. ``make_analyzer(specs)`` returns the
     ``tft.experimental.CacheablePTransformAnalyzer`` that counts all of them in one combine over
