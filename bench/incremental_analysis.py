@@ -64,14 +64,15 @@ def main() -> None:
         without = time.perf_counter() - started
 
         same = all(
-            (cached.output_dir / "examples" / p.name).read_bytes() == p.read_bytes()
-            for p in (scratch.output_dir / "examples").iterdir()
+            (Path(cached.output_dir) / part / p.name).read_bytes() == p.read_bytes()
+            for part in ("examples", "transform_fn/assets")
+            for p in (Path(scratch.output_dir) / part).iterdir()
         )
         print(f"spans: {len(names)} x {args.span_rows:,} rows; new span: {names[-1]}")
         print(f"with cache:    {with_cache:6.1f} s  read {cached.analysis['read']}, "
               f"cached {cached.analysis['from_cache']}")  # fmt: skip
         print(f"without cache: {without:6.1f} s  read {scratch.analysis['read']}")
-        print(f"speedup {without / with_cache:.2f}x; identical transformed examples: {same}")
+        print(f"speedup {without / with_cache:.2f}x; identical examples and vocabularies: {same}")
 
 
 if __name__ == "__main__":
