@@ -86,14 +86,14 @@ def _rows() -> list[dict]:
     return rows
 
 
-def _vocabulary_files(preprocessing_fn, tmp_path) -> dict[str, bytes]:
+def _vocabulary_files(preprocessing_fn, tmp_path, rows: list[dict]) -> dict[str, bytes]:
     spec = raw_feature_spec(DATASET)
     spec.pop("high", None)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
     output = tmp_path / "transform_output"
     with beam.Pipeline(runner="DirectRunner") as pipeline, tft_context(tmp_path / "tmp"):
-        rows = pipeline | beam.Create(_rows())
-        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        data = pipeline | beam.Create(rows)
+        transform_fn = (data, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
         _ = transform_fn | tft_beam.WriteTransformFn(str(output))
     assets = output / "transform_fn" / "assets"
     files = {path.name: path.read_bytes() for path in assets.iterdir()}
@@ -102,8 +102,11 @@ def _vocabulary_files(preprocessing_fn, tmp_path) -> dict[str, bytes]:
 
 
 def test_one_analyzer_writes_what_one_tft_vocabulary_per_feature_writes(tmp_path):
-    reference = _vocabulary_files(make_preprocessing_fn(DATASET), tmp_path / "tft")
-    combined = _vocabulary_files(make_preprocessing_fn(DATASET, make_analyzer), tmp_path / "one")
+    rows = _rows()
+    reference = _vocabulary_files(make_preprocessing_fn(DATASET), tmp_path / "tft", rows)
+    combined = _vocabulary_files(
+        make_preprocessing_fn(DATASET, make_analyzer), tmp_path / "one", rows
+    )
     names = {f"{f.name}_vocab" for f in DATASET.features}
     assert names <= set(reference)
     assert set(combined) == set(reference)
@@ -113,6 +116,16 @@ def test_one_analyzer_writes_what_one_tft_vocabulary_per_feature_writes(tmp_path
     assert reference["word_none_vocab"].count(b"\n") == 1  # the placeholder token only
     assert reference["word_top3_vocab"] == b"a\nd\nc\n"  # ties: by their bytes, largest first
     assert b"two" not in reference["word_all_vocab"] and b"ends" not in reference["word_all_vocab"]
+
+
+def test_no_rows_give_the_placeholder_files_tft_gives(tmp_path):
+    reference = _vocabulary_files(make_preprocessing_fn(DATASET), tmp_path / "tft", [])
+    combined = _vocabulary_files(
+        make_preprocessing_fn(DATASET, make_analyzer), tmp_path / "one", []
+    )
+    assert combined == reference
+    assert reference["word_all_vocab"] == b"49d0cd50-04bb-48c0-bc6f-5b575dce351a\n"
+    assert reference["area_top_vocab"] == b"-1\n"
 
 
 def test_token_counts_survive_the_cache_coder():
