@@ -112,9 +112,13 @@ class _CountTokens(_VocabulariesStep):
     def expand(self, batches):
         # Without a default: an empty span adds nothing to merge, and the combine saves the
         # stage that would inject an empty accumulator (the merge across spans keeps its own).
-        return batches | "SumTokenCounts" >> beam.CombineGlobally(
-            _SumTokenCounts(self._vocabularies, from_batches=True)
-        ).without_defaults()
+        return (
+            batches
+            | "SumTokenCounts"
+            >> beam.CombineGlobally(
+                _SumTokenCounts(self._vocabularies, from_batches=True)
+            ).without_defaults()
+        )
 
 
 class _MergeTokenCounts(_VocabulariesStep):
