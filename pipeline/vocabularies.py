@@ -34,10 +34,14 @@ from transforms.blocks import VocabularySpec, empty_vocabulary_token
 TokenCounts = list[dict]
 
 
+def _add(vocabulary: dict, pairs: Iterable[tuple]) -> None:
+    for token, count in pairs:
+        vocabulary[token] = vocabulary.get(token, 0) + count
+
+
 def _add_counts(totals: TokenCounts, more: TokenCounts) -> TokenCounts:
     for vocabulary, extra in zip(totals, more, strict=True):
-        for token, count in extra.items():
-            vocabulary[token] = vocabulary.get(token, 0) + count
+        _add(vocabulary, extra.items())
     return totals
 
 
@@ -56,8 +60,7 @@ class _SumTokenCounts(beam.CombineFn):
             return _add_counts(totals, element)
         for index, vocabulary in enumerate(totals):
             tokens, counts = element[2 * index], element[2 * index + 1]
-            for token, count in zip(tokens.tolist(), counts.tolist(), strict=True):
-                vocabulary[token] = vocabulary.get(token, 0) + count
+            _add(vocabulary, zip(tokens.tolist(), counts.tolist(), strict=True))
         return totals
 
     def merge_accumulators(self, accumulators: Iterable[TokenCounts]) -> TokenCounts:
