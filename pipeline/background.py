@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import IO
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -30,12 +31,16 @@ class StartedProcess:
     stdout: IO[str]
     stderr: IO[str]
     started_at: float
+    # What :meth:`kill` does once the process ended, e.g. remove the output it was staging.
+    cleanup: Callable[[], object] | None = None
 
     @classmethod
-    def start(cls, command: list[str]) -> StartedProcess:
+    def start(
+        cls, command: list[str], cleanup: Callable[[], object] | None = None
+    ) -> StartedProcess:
         stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        return cls(process, stdout, stderr, time.perf_counter())
+        return cls(process, stdout, stderr, time.perf_counter(), cleanup)
 
     def finish(self) -> tuple[int, str, str]:
         """Wait for the process: its exit status, stdout and stderr."""
@@ -48,6 +53,8 @@ class StartedProcess:
     def kill(self) -> None:
         self.process.kill()
         self.finish()
+        if self.cleanup is not None:
+            self.cleanup()
 
 
 def die_with_parent(parent_pid: int) -> None:

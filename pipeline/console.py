@@ -222,16 +222,18 @@ def _describe(name: str, ctx: Any) -> str:
     manifest = ctx.manifest
     rows = _rows(manifest)
     interval = " ".join(filter(None, [getattr(ctx, "start", None), getattr(ctx, "end", None)]))
+    started = getattr(ctx, "started", {})
     descriptions = {
         "data": f"warehouse engine {getattr(ctx, 'warehouse_engine', '?')}",
         "warehouse": f"split of {interval}" if interval else "split of the whole table",
         "validation": f"TFDV statistics of rows {rows}" if rows else "",
-        "transform": f"TFT analyze train, transform rows {rows}" if rows else "",
+        "transform": (f"TFT analyze train, transform rows {rows}" if rows else "")
+        + (", in a process started after warehouse" if "transform" in started else ""),
         "train": f"{getattr(ctx, 'train_steps', '?')} steps, then evaluation",
         "parity": f"{getattr(ctx, 'parity_rows', '?')} eval rows",
         "evaluate": "eval rows through serving_default, against the served version, per slice",
         "predict": f"{getattr(ctx, 'predict_rows', '?')} eval rows in a fresh process"
-        + (", started after export" if "predict" in getattr(ctx, "started", {}) else ""),
+        + (", started after export" if "predict" in started else ""),
     }
     text = descriptions.get(name, "")
     return f" ({text})" if text else ""

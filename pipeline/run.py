@@ -309,8 +309,8 @@ def _start_early(ctx: RunContext, finished: str, later: list[str]) -> None:
     """Start the processes of later stages that need only ``finished`` (see EARLY_STARTS)."""
     for name in later:
         after, start = EARLY_STARTS.get(name, (None, None))
-        if after == finished:
-            ctx.started[name] = start(ctx)
+        if after == finished and (started := start(ctx)) is not None:
+            ctx.started[name] = started
 
 
 def _stop_started(ctx: RunContext) -> None:

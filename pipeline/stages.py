@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -216,13 +217,53 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
         validation.check(report)
 
 
+def start_transform(ctx: RunContext) -> StartedProcess | None:
+    """Start the transform stage's process, which needs only the splits, or None where it must
+    run in the stage's own process (see below).
+
+    Under ``pipeline.run`` it then runs beside validation: both are mostly Python building and
+    running a Beam job, one core each. It needs the DirectRunner (a portable cluster belongs to
+    this process) and a registered dataset (the child finds the definition by its name). Its
+    output is staged like any transform's: a run that validation stops kills the process, and
+    nothing half-written is left where the train stage would look.
+    """
+    from pipeline.datasets import is_registered
+    from pipeline.runners import runs_in_this_process
+
+    if not (is_registered(ctx.dataset) and runs_in_this_process(ctx.beam_args)):
+        return None
+    splits = [f"--split={name}={path}" for name, path in ctx.split_dirs().items()]
+    command = [
+        sys.executable, "-m", "pipeline.transform",
+        "--dataset", ctx.dataset.name, *splits,
+        "--output", ctx.transform_dir,
+        "--parent-pid", str(os.getpid()),
+        *ctx.beam_args,
+    ]  # fmt: skip
+    return StartedProcess.start(
+        command, cleanup=lambda: storage.remove_leftovers(ctx.transform_dir)
+    )
+
+
 def stage_transform(ctx: RunContext, record: dict) -> None:
-    """TFT: analyze train, transform every split, write TFRecords and the transform graph."""
+    """TFT: analyze train, transform every split, write TFRecords and the transform graph.
+
+    Under ``pipeline.run`` the work runs in a process started right after the warehouse stage
+    (see :data:`EARLY_STARTS`), beside validation; this stage then waits for it.
+    """
     from pipeline.transform import run_transform
 
-    result = run_transform(ctx.dataset, ctx.split_dirs(), ctx.transform_dir, ctx.beam_args)
-    record.update(result.to_manifest())
-    output = result.output_dir
+    started = ctx.started.pop("transform", None)
+    if started is None:
+        result = run_transform(ctx.dataset, ctx.split_dirs(), ctx.transform_dir, ctx.beam_args)
+        record.update(result.to_manifest())
+    else:
+        returncode, stdout, errors = started.finish()
+        if returncode != 0:
+            raise RuntimeError(f"the transform failed (exit {returncode}):\n{errors[-4000:]}")
+        record.update(json.loads(stdout))
+    record["started_early"] = started is not None
+    output = record["output_dir"]
     artifacts = {
         "transform/transform_fn": storage.join(output, "transform_fn"),
         "transform/transformed_metadata": storage.join(output, "transformed_metadata"),
@@ -389,10 +430,12 @@ def stage_push(ctx: RunContext, record: dict) -> None:
 
 
 Stage = Callable[[RunContext, dict], None]
-# Stages whose work is a process of its own that may start as soon as another stage succeeded:
-# predict needs only the export, so pipeline.run starts it right after the export stage and it
-# runs beside parity and evaluate (on two cores its 7 s of TensorFlow start-up then cost little).
-EARLY_STARTS: dict[str, tuple[str, Callable[[RunContext], StartedProcess]]] = {
+# Stages whose work is a process of its own that may start as soon as another stage succeeded
+# (a start function may return None: then the stage does its work itself). The transform needs
+# only the splits, so it runs beside validation; predict needs only the export, so it runs
+# beside parity and evaluate (on two cores its 7 s of TensorFlow start-up then cost little).
+EARLY_STARTS: dict[str, tuple[str, Callable[[RunContext], StartedProcess | None]]] = {
+    "transform": ("warehouse", start_transform),
     "predict": ("export", start_predict),
 }
 # Stages that run Beam jobs (with the run's Beam flags).

@@ -586,14 +586,9 @@ class BaselineRequest:
     def can_run_beside(self, dataset: DatasetDefinition) -> bool:
         """Whether a child may train them: the config allows it and a child process finds
         the same definition by its name (not so for a definition built in code)."""
-        from pipeline.datasets import UnknownDataset, get_dataset
+        from pipeline.datasets import is_registered
 
-        if not self.config.baselines_beside:
-            return False
-        try:
-            return get_dataset(dataset.name) == dataset
-        except UnknownDataset:
-            return False
+        return self.config.baselines_beside and is_registered(dataset)
 
     def start(self) -> StartedProcess:
         log_dir = tempfile.mkdtemp(prefix="baselines-")

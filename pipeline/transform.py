@@ -35,6 +35,7 @@ from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
 from pipeline import canonical_saved_model, storage, vocabularies
 from pipeline.arrow_io import ReadSplitBatches
+from pipeline.background import die_with_parent
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
 from pipeline.raw_schema import tensor_adapter_config
@@ -318,7 +319,14 @@ def main(argv: list[str] | None = None) -> None:
         help="analyze these spans instead of the train split (repeat per span)",
     )
     parser.add_argument("--cache-dir", help="TFT analyzer cache shared across runs")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="end when this process ends (set by pipeline.run when it starts the transform early)",
+    )
     args, beam_args = parser.parse_known_args(argv)
+    if args.parent_pid is not None:
+        die_with_parent(args.parent_pid)
     with exit_on_usage_error():
         dataset = dataset_from_args(args)
     splits = dict(item.split("=", 1) for item in args.split)

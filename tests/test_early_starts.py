@@ -3,12 +3,16 @@ never left running when the run stops before the stage that collects it."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from types import SimpleNamespace
 
 from pipeline import run
 from pipeline.background import StartedProcess
-from pipeline.stages import EARLY_STARTS
+from pipeline.datasets import get_dataset
+from pipeline.runners import runs_in_this_process
+from pipeline.stages import EARLY_STARTS, RunContext, start_transform
 
 
 def test_a_started_process_keeps_more_output_than_a_pipe_holds():
@@ -42,3 +46,48 @@ def test_processes_start_after_the_stage_they_need_and_are_killed_if_never_colle
     assert list(ctx.started) == ["predict"]
     run._stop_started(ctx)  # the run stopped (e.g. parity failed) before predict collected it
     assert process.poll() is not None and ctx.started == {}
+
+
+def test_killing_a_started_process_runs_its_cleanup(tmp_path):
+    leftover = tmp_path / ".transform.staging-abc"
+    leftover.mkdir()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    started = StartedProcess.start(sleeper, cleanup=lambda: leftover.rmdir())
+    started.kill()
+    assert started.process.poll() is not None and not leftover.exists()
+
+
+def test_only_the_direct_runner_lets_another_process_start_a_job():
+    assert runs_in_this_process([]) and runs_in_this_process(["--runner=DirectRunner"])
+    assert runs_in_this_process(["--runner", "direct", "--direct_num_workers=2"])
+    assert not runs_in_this_process(["--runner=PortableRunner", "--job_endpoint=localhost:1"])
+    assert not runs_in_this_process(["--runner=DataflowRunner"])
+
+
+def _transform_ctx(tmp_path, dataset, beam_args):
+    (tmp_path / "splits" / "train").mkdir(parents=True)
+    return RunContext(dataset=dataset, run_dir=str(tmp_path), manifest={}, beam_args=beam_args)
+
+
+def test_the_transform_starts_early_as_its_own_cli_with_the_runs_flags(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(
+        StartedProcess, "start", classmethod(lambda cls, command, cleanup: commands.append(command))
+    )
+    ctx = _transform_ctx(tmp_path, get_dataset("taxi"), ["--direct_num_workers=1"])
+    start_transform(ctx)
+    [command] = commands
+    assert command[1:3] == ["-m", "pipeline.transform"]
+    assert f"--split=train={tmp_path / 'splits' / 'train'}" in command
+    assert command[-1] == "--direct_num_workers=1"
+    assert command[command.index("--output") + 1] == ctx.transform_dir
+    # The child ends with this process (a killed run leaves nothing running).
+    assert command[command.index("--parent-pid") + 1] == str(os.getpid())
+
+
+def test_the_transform_stays_in_the_stage_where_a_child_could_not_do_the_same(tmp_path):
+    taxi = get_dataset("taxi")
+    portable = ["--runner=PortableRunner", "--job_endpoint=localhost:1"]
+    assert start_transform(_transform_ctx(tmp_path / "a", taxi, portable)) is None
+    in_code = dataclasses.replace(taxi, description="built in code, unknown to a child")
+    assert start_transform(_transform_ctx(tmp_path / "b", in_code, [])) is None

@@ -113,6 +113,8 @@ def test_parity_and_a_served_prediction(taxi_run):
     predict = manifest["stages"]["predict"]
     assert predict["started_early"] is True
     assert predict["process_seconds"] > predict["seconds"]
+    # The transform ran in a process started after the warehouse stage, beside validation.
+    assert manifest["stages"]["transform"]["started_early"] is True
     assert "parity: passed" in stdout and "served: big_tipper=" in stdout
     assert "for payment_type=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
@@ -168,7 +170,9 @@ def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
     assert "train: baseline no_derived training beside the model, in a child process" in stderr
     assert "train: wide_only step " in stderr
     assert re.search(r"train: baselines done: wide_only \d+ steps, no_derived \d+ steps", stderr)
-    assert re.search(r"transform: done in .*\(\d+ Beam stages\)", stderr)
+    assert re.search(r"validation: done in .*\(\d+ Beam stages\)", stderr)
+    assert "transform: started (TFT analyze train, transform rows train=" in stderr
+    assert ", in a process started after warehouse)" in stderr
 
 
 def test_the_same_inputs_give_the_same_bytes_under_another_run_id(taxi_run):
@@ -225,7 +229,9 @@ def test_blocking_anomaly_stops_the_run_before_transform(tmp_path):
     failed = r"\] validation: failed after \d+\.\d s \(ValidationFailed\)"
     assert re.search(failed, completed.stderr)
     assert "transform" not in manifest["stages"]
+    # The transform had started beside validation: killed, and its staging copy removed.
     assert not (runs_dir / "cents" / "transform").exists()
+    assert storage.leftover_copies(runs_dir / "cents" / "transform") == []
     assert not (runs_dir / "LATEST").exists()
 
 

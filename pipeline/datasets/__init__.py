@@ -115,6 +115,15 @@ def get_dataset(name: str | None = None) -> DatasetDefinition:
     return found[name]
 
 
+def is_registered(definition: DatasetDefinition) -> bool:
+    """Whether another process finds this very definition by its name (not so for one built in
+    code): only then can a stage's work move into a child process."""
+    try:
+        return get_dataset(definition.name) == definition
+    except UnknownDataset:
+        return False
+
+
 def synthetic_generator(definition: DatasetDefinition) -> ModuleType | None:
     """The folder's ``synthetic.py`` (with ``generate_chunks(rows, seed, start, days)``), if any."""
     folder = definition.folder

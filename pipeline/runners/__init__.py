@@ -28,6 +28,7 @@ __all__ = [
     "beam_session",
     "run_pipeline",
     "runner_flag_conflict",
+    "runs_in_this_process",
 ]
 RUNNERS = ("direct", "portable")
 # Beam flags that --beam-runner portable sets itself.
@@ -131,6 +132,19 @@ def runner_flag_conflict(args: argparse.Namespace, beam_args: list[str]) -> str 
         f"--beam-runner {args.beam_runner} sets {', '.join(flags)} itself; drop {conflicting} "
         "(or drop --beam-runner and pass a runner's own flags)"
     )
+
+
+def runs_in_this_process(beam_args: list[str]) -> bool:
+    """Whether these Beam flags run jobs on the DirectRunner in the calling process.
+
+    Only then may another process of the run start a job of its own: a portable cluster belongs
+    to the process that started it (it checks each job's workers), and a remote runner is no
+    business of the local process tree.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    return runner is None or runner.lower() in ("direct", "directrunner")
 
 
 @contextlib.contextmanager
