@@ -22,7 +22,7 @@ STAGE_TASKS = [
     ("warehouse_split", ("data", "warehouse"), dt.timedelta(minutes=30)),
     ("validate", ("validation",), dt.timedelta(hours=1)),
     ("transform", ("transform",), dt.timedelta(hours=2)),
-    ("train", ("train", "export"), dt.timedelta(hours=3)),
+    ("train", ("train", "baselines", "export"), dt.timedelta(hours=3)),
     ("evaluate_and_bless", ("parity", "evaluate", "predict"), dt.timedelta(hours=1)),
     ("push", ("push",), dt.timedelta(minutes=15)),
 ]

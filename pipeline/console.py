@@ -231,6 +231,8 @@ def _describe(name: str, ctx: Any) -> str:
         + (", in a process started after warehouse" if "transform" in started else ""),
         "train": f"{getattr(ctx, 'train_steps', '?')} steps, then evaluation",
         "parity": f"{getattr(ctx, 'parity_rows', '?')} eval rows",
+        "baselines": "models to compare with"
+        + (", in a process started after transform" if "baselines" in started else ""),
         "evaluate": "eval rows through serving_default, against the served version, per slice",
         "predict": f"{getattr(ctx, 'predict_rows', '?')} eval rows in a fresh process"
         + (", started after export" if "predict" in started else ""),
@@ -254,6 +256,13 @@ def _outcome(name: str, record: dict, manifest: dict) -> str:
         first = next(((k, v) for k, v in evaluated.items() if k != "examples"), None)
         shown = f", eval {first[0]} {first[1]:.4f}" if first else ""
         return f": {record['steps']} steps{shown}"
+    if name == "baselines" and "metrics" in record:
+        steps = {
+            "wide_only": record.get("wide_steps"),
+            "no_derived": record.get("no_derived_steps"),
+        }
+        trained = ", ".join(f"{model} {n} steps" for model, n in steps.items() if n is not None)
+        return f": {trained or 'none'}"
     if name == "parity" and "passed" in record:
         return f": {'passed' if record['passed'] else 'FAILED'} on {record.get('rows')} rows"
     if name == "evaluate" and "blessing" in record:

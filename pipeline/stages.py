@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import canonical_saved_model, storage
 from pipeline.background import StartedProcess
 from pipeline.definition import DatasetDefinition
 from pipeline.verdicts import Verdict
+
+if TYPE_CHECKING:  # TensorFlow loads only in the stages that train
+    from pipeline.train import BaselineRequest
 
 SPLITS_DIR = "splits"
 STATISTICS_DIR = "statistics"
@@ -291,6 +294,45 @@ def stage_train(ctx: RunContext, record: dict) -> None:
     record_artifacts(ctx, record, {"model": storage.join(ctx.model_dir, "keras")})
 
 
+def baseline_request(ctx: RunContext) -> BaselineRequest:
+    """The run's baseline models (see :class:`pipeline.train.BaselineRequest`)."""
+    from pipeline.train import BaselineRequest, TrainConfig
+
+    config = TrainConfig(train_steps=ctx.train_steps)
+    return BaselineRequest.of(ctx.dataset, ctx.transform_dir, ctx.example_patterns(), config)
+
+
+def start_baselines(ctx: RunContext) -> StartedProcess | None:
+    """Start the baseline models' training, which needs only the transform's output, or None
+    where it must run in the stage's own process (no baselines, or a dataset built in code).
+
+    Under ``pipeline.run`` it then runs beside train, export and parity: on two cores the model
+    trains on one and the baselines on the other, which then stays busy while export and parity
+    (mostly single-threaded) run.
+    """
+    request = baseline_request(ctx)
+    return request.start() if request.can_run_beside(ctx.dataset) else None
+
+
+def stage_baselines(ctx: RunContext, record: dict) -> None:
+    """The baseline models the model is compared with (wide only; without derived columns).
+
+    Under ``pipeline.run`` they train in a process started right after the transform stage (see
+    :data:`EARLY_STARTS`); this stage then waits for it. Their TensorBoard logs go beside the
+    model's.
+    """
+    request = baseline_request(ctx)
+    started = ctx.started.pop("baselines", None)
+    log_dir = storage.join(ctx.model_dir, "logs")
+    if started is None:
+        trained = request.run(ctx.dataset, log_dir)
+    else:
+        trained = request.collect(started, log_dir)
+    record["started_early"] = started is not None
+    record.update(trained.to_manifest())
+    ctx.manifest.setdefault("metrics", {}).update(trained.metrics)
+
+
 def stage_export(ctx: RunContext, record: dict) -> None:
     """SavedModel with the transform graph inside, in the TF Serving layout."""
     from pipeline.export import export_serving_model
@@ -398,7 +440,7 @@ def stage_evaluate(ctx: RunContext, record: dict) -> None:
         ctx.split_dirs()["eval"],
         export["export_dir"],
         ctx.push_base_dir,
-        ctx.stage_record("train")["metrics"],
+        {**ctx.stage_record("train")["metrics"], **ctx.stage_record("baselines")["metrics"]},
         settings,
         storage.join(ctx.run_dir, EVALUATION_DIR),
         title=f"Model report of {ctx.dataset.name}, run {ctx.manifest.get('run_id', '')}",
@@ -432,10 +474,12 @@ def stage_push(ctx: RunContext, record: dict) -> None:
 Stage = Callable[[RunContext, dict], None]
 # Stages whose work is a process of its own that may start as soon as another stage succeeded
 # (a start function may return None: then the stage does its work itself). The transform needs
-# only the splits, so it runs beside validation; predict needs only the export, so it runs
-# beside parity and evaluate (on two cores its 7 s of TensorFlow start-up then cost little).
+# only the splits, so it runs beside validation; the baselines need only the transform, so they
+# train beside train, export and parity; predict needs only the export, so it runs beside parity
+# and evaluate (on two cores its 7 s of TensorFlow start-up then cost little).
 EARLY_STARTS: dict[str, tuple[str, Callable[[RunContext], StartedProcess | None]]] = {
     "transform": ("warehouse", start_transform),
+    "baselines": ("transform", start_baselines),
     "predict": ("export", start_predict),
 }
 # Stages that run Beam jobs (with the run's Beam flags).
@@ -449,6 +493,7 @@ STAGES: dict[str, Stage] = {
     "train": stage_train,
     "export": stage_export,
     "parity": stage_parity,
+    "baselines": stage_baselines,
     "evaluate": stage_evaluate,
     "predict": stage_predict,
     "push": stage_push,

@@ -4,15 +4,15 @@ The input pipeline keeps the trainer busy (``bench/input_pipeline.py`` measures 
 model's consumption). A split whose shards are small (:data:`IN_MEMORY_LIMIT_BYTES`) is parsed
 once into whole-split tensors (:class:`ParsedSplit`); its batches are then a shuffled index batch
 and one ``tf.gather`` per feature, so no record is decompressed or parsed twice, and the
-model, its wide-only baseline and the no-derived baseline (and every validation pass) share those
-tensors. A larger split streams: shards are read in parallel (interleave), records are shuffled,
-batched *before* parsing so one vectorized ``parse_example`` handles a whole batch, and the next
-batches are prefetched while the model trains on the current one.
+models trained in one process (and every validation pass) share those tensors. A larger split
+streams: shards are read in parallel (interleave), records are shuffled, batched *before*
+parsing so one vectorized ``parse_example`` handles a whole batch, and the next batches are
+prefetched while the model trains on the current one.
 
 The label kind decides the head, the loss and the metrics (``pipeline.metrics``: AUC, accuracy,
 precision, recall, log loss for binary labels; accuracy, macro-F1, log loss for multi-class;
-RMSE, MAE, R^2 for regression). Metrics are reported on eval and test for the model and for two
-baselines beside it:
+RMSE, MAE, R^2 for regression). Metrics are reported on eval and test for the model and for
+baselines beside it (the baseline models train apart, see :class:`BaselineRequest`):
 
 * ``<majority|mean>_baseline_<split>``: always predict the training class shares (binary and
   multi-class: the majority class) or the training mean (regression);
@@ -86,7 +86,7 @@ class TrainConfig:
     deterministic: bool = True
     # With derived columns: the same model without the features that read them.
     no_derived_baseline: bool = True
-    # Train one baseline in a child process beside the model (on two cores it then costs little).
+    # Train the baselines in a child process beside the model (on two cores it then costs little).
     baselines_beside: bool = True
 
 
@@ -97,22 +97,15 @@ class TrainResult:
     seconds: float
     steps: int
     config: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    wide_baseline_steps: int | None = None
-    no_derived_baseline_steps: int | None = None
 
     def to_manifest(self) -> dict:
-        manifest = {
+        return {
             "model_dir": str(self.model_dir),
             "metrics": self.metrics,
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
             "config": dataclasses.asdict(self.config),
         }
-        if self.wide_baseline_steps is not None:
-            manifest["wide_baseline_steps"] = self.wide_baseline_steps
-        if self.no_derived_baseline_steps is not None:
-            manifest["no_derived_baseline_steps"] = self.no_derived_baseline_steps
-        return manifest
 
 
 def make_dataset(
@@ -440,13 +433,13 @@ def train_and_evaluate(
     model_dir: str | Path,
     config: TrainConfig = TrainConfig(),
 ) -> TrainResult:
-    """Fit on train with early stopping on eval; metrics on eval/test beside both baselines.
+    """Fit the model on train with early stopping on eval; its metrics on eval/test beside the
+    trivial baseline's.
 
-    ``metrics`` keys: ``eval``/``test`` (the model), ``<majority|mean>_baseline_<split>``,
-    ``wide_baseline_<split>`` (unless ``config.wide_baseline`` is off) and ``train_labels`` (what
-    the trivial baseline learned: class shares or the mean, on the transformed label's scale).
-    With ``config.baselines_beside`` one baseline model trains in a child process while this one
-    trains the model and then the other baseline (see :class:`BaselineRequest`).
+    ``metrics`` keys: ``eval``/``test`` (the model), ``<majority|mean>_baseline_<split>`` and
+    ``train_labels`` (what the trivial baseline learned: class shares or the mean, on the
+    transformed label's scale). The baseline models train apart (:class:`BaselineRequest`), so
+    that they can run beside this model and the stages after it.
     """
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(str(transform_dir))
@@ -456,31 +449,14 @@ def train_and_evaluate(
     if "eval" not in evaluated:
         raise ValueError("training needs an eval split for early stopping")
     used = {split: example_patterns[split] for split in ("train", *evaluated)}
-    kinds = baseline_kinds(dataset, config)
     with storage.staged_directory(model_dir) as staging:
-        logs = storage.join(staging, "logs")
-        request = BaselineRequest(dataset.name, str(transform_dir), used, config, kinds[-1:])
-        beside = request.start() if kinds and request.can_run_beside(dataset) else None
-        here = kinds[:-1] if beside is not None else kinds
-        if beside is not None:
-            console.report(f"baseline {kinds[-1]} training beside the model, in a child process")
-        try:
-            splits = SplitBatches(tft_output, label, used, config)
-            summary, baseline = _baselines(dataset, splits, evaluated)
-            bias = initial_output_bias(head, summary)
-            model, steps, metrics = _train_model(
-                dataset, model_inputs(dataset, tft_output), WIDE_AND_DEEP,
-                splits.batches("train"), {s: splits.batches(s) for s in evaluated}, config,
-                logs, bias,
-            )  # fmt: skip
-            trained = train_baselines(dataset, tft_output, splits, config, logs, here, bias)
-            if beside is not None:
-                trained = trained.merged(request.collect(beside, logs))
-                console.report(f"baselines done: {trained.describe()}")
-        finally:
-            if beside is not None and beside.process.poll() is None:
-                beside.kill()
-        metrics.update(trained.metrics)
+        splits = SplitBatches(tft_output, label, used, config)
+        summary, baseline = _baselines(dataset, splits, evaluated)
+        model, steps, metrics = _train_model(
+            dataset, model_inputs(dataset, tft_output), WIDE_AND_DEEP,
+            splits.batches("train"), {s: splits.batches(s) for s in evaluated}, config,
+            storage.join(staging, "logs"), initial_output_bias(head, summary),
+        )  # fmt: skip
         for split, values in baseline.items():
             metrics[f"{head.baseline}_baseline_{split}"] = values
         metrics["train_labels"] = summary
@@ -488,15 +464,7 @@ def train_and_evaluate(
         # rebuilds the model from its config (custom layers registered) in 0.35 s, not 1.0 s.
         model.save(storage.join(staging, "keras"), save_format="tf", save_traces=False)
         canonical_saved_model.canonicalize(storage.join(staging, "keras"))
-    return TrainResult(
-        str(model_dir),
-        metrics,
-        time.perf_counter() - started,
-        steps,
-        config,
-        trained.wide_steps,
-        trained.no_derived_steps,
-    )
+    return TrainResult(str(model_dir), metrics, time.perf_counter() - started, steps, config)
 
 
 def baseline_kinds(dataset: DatasetDefinition, config: TrainConfig) -> tuple[str, ...]:
@@ -516,16 +484,8 @@ class TrainedBaselines:
     wide_steps: int | None = None
     no_derived_steps: int | None = None
 
-    def merged(self, other: TrainedBaselines) -> TrainedBaselines:
-        return TrainedBaselines(
-            {**self.metrics, **other.metrics},
-            self.wide_steps if other.wide_steps is None else other.wide_steps,
-            self.no_derived_steps if other.no_derived_steps is None else other.no_derived_steps,
-        )
-
-    def describe(self) -> str:
-        steps = {"wide_only": self.wide_steps, "no_derived": self.no_derived_steps}
-        return ", ".join(f"{name} {n} steps" for name, n in steps.items() if n is not None)
+    def to_manifest(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def train_baselines(
@@ -568,13 +528,14 @@ def train_baselines(
 
 @dataclasses.dataclass
 class BaselineRequest:
-    """What a child process needs to train baseline models beside the model.
+    """The baseline models of a run (:func:`baseline_kinds`), trained here or in a child process.
 
-    On two cores the model trains on one and a baseline on the other, instead of one after the
-    other: ``python -m pipeline.train --baselines-request FILE`` reads this as JSON, trains
-    (:func:`train_baselines`, TensorBoard logs into a directory of its own, outside the run
-    directory) and prints a :class:`TrainedBaselines` as its last stdout line; the parent moves
-    the logs into the model directory it stages. A child dies with its parent.
+    Nothing but the reports waits for them, so ``pipeline.run`` trains them in a child process
+    started right after the transform: on two cores it runs beside the model's training, then
+    beside export and parity. ``python -m pipeline.train --baselines-request FILE`` reads this
+    as JSON, trains (:meth:`run`, TensorBoard logs into a directory of its own, outside the run
+    directory) and prints a :class:`TrainedBaselines` as its last stdout line; :meth:`collect`
+    moves the logs where the parent wants them. A child dies with its parent.
     """
 
     dataset: str
@@ -583,12 +544,34 @@ class BaselineRequest:
     config: TrainConfig
     kinds: tuple[str, ...]
 
+    @classmethod
+    def of(
+        cls,
+        dataset: DatasetDefinition,
+        transform_dir: str | Path,
+        example_patterns: dict[str, str],
+        config: TrainConfig,
+    ) -> BaselineRequest:
+        used = {s: p for s, p in example_patterns.items() if s in ("train", *EVALUATED_SPLITS)}
+        return cls(dataset.name, str(transform_dir), used, config, baseline_kinds(dataset, config))
+
     def can_run_beside(self, dataset: DatasetDefinition) -> bool:
-        """Whether a child may train them: the config allows it and a child process finds
-        the same definition by its name (not so for a definition built in code)."""
+        """Whether a child may train them: there are some, the config allows it and a child
+        process finds the same definition by its name (not so for a definition built in code)."""
         from pipeline.datasets import is_registered
 
-        return self.config.baselines_beside and is_registered(dataset)
+        return bool(self.kinds) and self.config.baselines_beside and is_registered(dataset)
+
+    def run(self, dataset: DatasetDefinition, log_dir: str) -> TrainedBaselines:
+        """Train them in this process, starting from the model's initial output bias."""
+        if not self.kinds:
+            return TrainedBaselines({})
+        tft_output = tft.TFTransformOutput(self.transform_dir)
+        splits = SplitBatches(tft_output, dataset.label.name, self.example_patterns, self.config)
+        evaluated = [split for split in EVALUATED_SPLITS if split in splits.patterns]
+        summary, _ = _baselines(dataset, splits, evaluated)
+        bias = initial_output_bias(dataset.label.head, summary)
+        return train_baselines(dataset, tft_output, splits, self.config, log_dir, self.kinds, bias)
 
     def start(self) -> StartedProcess:
         log_dir = tempfile.mkdtemp(prefix="baselines-")
@@ -619,21 +602,17 @@ class BaselineRequest:
         from pipeline.datasets import get_dataset
 
         request = json.loads(Path(path).read_text())
-        die_with_parent(request["parent_pid"])
-        config = request["config"]
+        die_with_parent(request.pop("parent_pid"))
+        log_dir = request.pop("log_dir")
+        config = request.pop("config")
         config = TrainConfig(**{**config, "model": ModelConfig(**{
             **config["model"], "hidden_units": tuple(config["model"]["hidden_units"])
         })})  # fmt: skip
-        dataset = get_dataset(request["dataset"])
-        tft_output = tft.TFTransformOutput(request["transform_dir"])
-        splits = SplitBatches(tft_output, dataset.label.name, request["example_patterns"], config)
-        evaluated = [split for split in EVALUATED_SPLITS if split in splits.patterns]
-        summary, _ = _baselines(dataset, splits, evaluated)
-        bias = initial_output_bias(dataset.label.head, summary)
-        trained = train_baselines(
-            dataset, tft_output, splits, config, request["log_dir"], tuple(request["kinds"]), bias
+        baselines = BaselineRequest(
+            **{**request, "config": config, "kinds": tuple(request["kinds"])}
         )
-        print(json.dumps(dataclasses.asdict(trained) | {"log_dir": request["log_dir"]}))
+        trained = baselines.run(get_dataset(baselines.dataset), log_dir)
+        print(json.dumps(dataclasses.asdict(trained) | {"log_dir": log_dir}))
 
 
 def _without_derived(dataset: DatasetDefinition, inputs: list[ModelInput]) -> list[ModelInput]:
@@ -745,10 +724,20 @@ def main(argv: list[str] | None = None) -> None:
         for split in ("train", *EVALUATED_SPLITS)
     }
     examples = {split: pattern for split, pattern in patterns.items() if storage.glob(pattern)}
-    result = train_and_evaluate(
-        dataset, args.transform_dir, examples, args.model_dir, config_from_args(args)
-    )
-    print(json.dumps(result.to_manifest(), indent=2))
+    config = config_from_args(args)
+    baselines = BaselineRequest.of(dataset, args.transform_dir, examples, config)
+    beside = baselines.start() if baselines.can_run_beside(dataset) else None
+    try:
+        result = train_and_evaluate(dataset, args.transform_dir, examples, args.model_dir, config)
+    except BaseException:
+        if beside is not None:
+            beside.kill()
+        raise
+    logs = storage.join(args.model_dir, "logs")
+    trained = baselines.collect(beside, logs) if beside else baselines.run(dataset, logs)
+    manifest = result.to_manifest()
+    manifest["metrics"].update(trained.metrics)
+    print(json.dumps(manifest | {"baselines": trained.to_manifest()}, indent=2))
 
 
 if __name__ == "__main__":

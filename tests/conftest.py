@@ -114,18 +114,17 @@ def transform_output(small_splits, taxi, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_export(transform_output, taxi, tmp_path_factory):
-    """A briefly trained model and its serving export."""
+    """A briefly trained model (its metrics with the baselines') and its serving export."""
     from pipeline.export import export_serving_model
-    from pipeline.train import TrainConfig, train_and_evaluate
+    from pipeline.train import BaselineRequest, TrainConfig, train_and_evaluate
 
     root = tmp_path_factory.mktemp("model")
-    trained = train_and_evaluate(
-        taxi,
-        transform_output.output_dir,
-        transform_output.example_patterns,
-        root / "model",
-        TrainConfig(train_steps=100, steps_per_epoch=50),
-    )
+    config = TrainConfig(train_steps=100, steps_per_epoch=50)
+    args = (taxi, transform_output.output_dir, transform_output.example_patterns)
+    baselines = BaselineRequest.of(*args, config)
+    beside = baselines.start()
+    trained = train_and_evaluate(*args, root / "model", config)
+    trained.metrics.update(baselines.collect(beside, str(root / "baseline-logs")).metrics)
     exported = export_serving_model(
         taxi, trained.model_dir, transform_output.output_dir, root / "serving" / "taxi", version=1
     )
@@ -308,7 +307,7 @@ def slice_models(taxi, tmp_path_factory):
             transform.output_dir,
             {"train": patterns[train_split], "eval": patterns["eval"]},
             root / role / "model",
-            TrainConfig(train_steps=150, steps_per_epoch=75, wide_baseline=False),
+            TrainConfig(train_steps=150, steps_per_epoch=75),
         )
         exported = export_serving_model(
             taxi, trained.model_dir, transform.output_dir, root / role / "serving", version=version
@@ -318,8 +317,9 @@ def slice_models(taxi, tmp_path_factory):
 
 
 def prepared_run(run_dir: Path, slice_models: dict, role: str, run_id: str) -> Path:
-    """A run directory as the train and export stages leave it, with ``role``'s export: the
-    stages from ``evaluate`` on can continue it (``pipeline.run --stages evaluate,push``)."""
+    """A run directory as the train, baselines and export stages leave it, with ``role``'s
+    export: the stages from ``evaluate`` on can continue it (``pipeline.run --stages
+    evaluate,push``)."""
     import shutil
 
     from pipeline import storage
@@ -334,6 +334,7 @@ def prepared_run(run_dir: Path, slice_models: dict, role: str, run_id: str) -> P
         "run_dir": str(run_dir),
         "stages": {
             "train": {"status": "succeeded", "metrics": trained.metrics},
+            "baselines": {"status": "succeeded", "metrics": {}},  # none trained
             "export": {
                 "status": "succeeded",
                 "export_dir": export_dir,

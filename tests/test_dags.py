@@ -44,7 +44,7 @@ TASK_STAGES = {
     "warehouse_split": "data,warehouse",
     "validate": "validation",
     "transform": "transform",
-    "train": "train,export",
+    "train": "train,baselines,export",
     "evaluate_and_bless": "parity,evaluate,predict",
     "push": "push",
 }

@@ -92,7 +92,7 @@ def test_splits_above_the_limit_stream_the_same_rows(transform_output, taxi):
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_every_split_is_parsed_once_for_the_model_and_both_baselines(
+def test_every_split_is_parsed_once_for_the_models_of_one_process(
     transform_output, taxi, tmp_path, monkeypatch
 ):
     parsed = []
@@ -102,39 +102,35 @@ def test_every_split_is_parsed_once_for_the_model_and_both_baselines(
         return parse_split(pattern, tft_output, label)
 
     monkeypatch.setattr(train, "parse_split", counting_parse)
+    config = TrainConfig(train_steps=2, steps_per_epoch=2)
+    patterns = transform_output.example_patterns
     result = train.train_and_evaluate(
-        taxi,
-        transform_output.output_dir,
-        transform_output.example_patterns,
-        tmp_path / "model",
-        TrainConfig(train_steps=2, steps_per_epoch=2, baselines_beside=False),
+        taxi, transform_output.output_dir, patterns, tmp_path / "model", config
     )
-    assert result.wide_baseline_steps == 2 and result.no_derived_baseline_steps == 2
-    assert sorted(parsed) == sorted(transform_output.example_patterns.values())
+    assert result.steps == 2 and sorted(parsed) == sorted(patterns.values())
+    parsed.clear()
+    request = train.BaselineRequest.of(taxi, transform_output.output_dir, patterns, config)
+    trained = request.run(taxi, str(tmp_path / "logs"))
+    assert (trained.wide_steps, trained.no_derived_steps) == (2, 2)
+    assert sorted(parsed) == sorted(patterns.values())  # both baselines: one parse
 
 
 @pytest.mark.filterwarnings("ignore")
-def test_baselines_trained_beside_the_model_equal_those_trained_after_it(
+def test_baselines_trained_in_a_child_process_equal_those_trained_here(
     transform_output, taxi, tmp_path
 ):
-    results = {}
-    for beside in (True, False):
-        results[beside] = train.train_and_evaluate(
-            taxi,
-            transform_output.output_dir,
-            transform_output.example_patterns,
-            tmp_path / f"model-{beside}",
-            TrainConfig(train_steps=30, steps_per_epoch=10, baselines_beside=beside),
-        )
-        logs = tmp_path / f"model-{beside}" / "logs"
-        assert (logs / "wide" / "train").is_dir() and (logs / "no_derived" / "train").is_dir()
-    child, in_process = results[True], results[False]
-    assert child.metrics == in_process.metrics  # the model's and every baseline's, exactly
-    assert (child.wide_baseline_steps, child.no_derived_baseline_steps) == (
-        in_process.wide_baseline_steps,
-        in_process.no_derived_baseline_steps,
+    config = TrainConfig(train_steps=30, steps_per_epoch=10)
+    request = train.BaselineRequest.of(
+        taxi, transform_output.output_dir, transform_output.example_patterns, config
     )
+    assert request.kinds == ("wide", "no_derived") and request.can_run_beside(taxi)
+    child = request.collect(request.start(), str(tmp_path / "child"))
+    here = request.run(taxi, str(tmp_path / "here"))
+    assert child.metrics == here.metrics  # every baseline's, exactly
+    assert (child.wide_steps, child.no_derived_steps) == (here.wide_steps, here.no_derived_steps)
     assert {"wide_baseline_eval", "no_derived_baseline_eval"} <= set(child.metrics)
+    for logs in (tmp_path / "child", tmp_path / "here"):
+        assert (logs / "wide" / "train").is_dir() and (logs / "no_derived" / "train").is_dir()
 
 
 def _write_gzip_records(path, records: list[bytes]) -> None:

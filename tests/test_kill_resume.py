@@ -62,7 +62,7 @@ ATTEMPTS = [
     Attempt(("train",), kill_after="train"),
     Attempt(("export", "parity"), kill_inside="export", delay=3.0),
     Attempt(("export", "parity"), kill_after="parity"),
-    Attempt(("evaluate", "predict", "push")),
+    Attempt(("baselines", "evaluate", "predict", "push")),
 ]
 
 

@@ -29,6 +29,7 @@ STAGES = [
     "train",
     "export",
     "parity",
+    "baselines",
     "evaluate",
     "predict",
     "push",
@@ -113,8 +114,10 @@ def test_parity_and_a_served_prediction(taxi_run):
     predict = manifest["stages"]["predict"]
     assert predict["started_early"] is True
     assert predict["process_seconds"] > predict["seconds"]
-    # The transform ran in a process started after the warehouse stage, beside validation.
+    # The transform ran in a process started after the warehouse stage, beside validation; the
+    # baselines in one started after the transform, beside train, export and parity.
     assert manifest["stages"]["transform"]["started_early"] is True
+    assert manifest["stages"]["baselines"]["started_early"] is True
     assert "parity: passed" in stdout and "served: big_tipper=" in stdout
     assert "for payment_type=" in stdout
     assert (runs_dir / "LATEST").resolve() == (runs_dir / "first").resolve()
@@ -167,9 +170,11 @@ def test_the_console_shows_progress_lines_and_nothing_else(taxi_run):
         assert re.search(rf"\] {stage}: done in \d+\.\d s", stderr), stage
     steps = manifest["stages"]["train"]["steps"]
     assert f"train: wide_and_deep step {steps}/200, loss " in stderr
-    assert "train: baseline no_derived training beside the model, in a child process" in stderr
-    assert "train: wide_only step " in stderr
-    assert re.search(r"train: baselines done: wide_only \d+ steps, no_derived \d+ steps", stderr)
+    assert (
+        "baselines: started (models to compare with, in a process started after transform)"
+        in stderr
+    )
+    assert re.search(r"baselines: done in .*: wide_only \d+ steps, no_derived \d+ steps", stderr)
     assert re.search(r"validation: done in .*\(\d+ Beam stages\)", stderr)
     assert "transform: started (TFT analyze train, transform rows train=" in stderr
     assert ", in a process started after warehouse)" in stderr
