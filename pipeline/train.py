@@ -579,7 +579,8 @@ class BaselineRequest:
         path = Path(log_dir) / "request.json"
         path.write_text(json.dumps(request))
         return StartedProcess.start(
-            [sys.executable, "-m", "pipeline.train", "--baselines-request", str(path)]
+            [sys.executable, "-m", "pipeline.train", "--baselines-request", str(path)],
+            cleanup=lambda: shutil.rmtree(log_dir, ignore_errors=True),  # killed: nothing kept
         )
 
     def collect(self, started: StartedProcess, log_dir: str) -> TrainedBaselines:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,14 @@ def test_a_damaged_shard_is_refused_with_its_name(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptRecordFile, match=r"part\.tfrecord\.gz"):
         read_gzip_records(str(path))
+
+
+def test_a_killed_baselines_process_leaves_nothing_behind(transform_output, taxi):
+    request = train.BaselineRequest.of(
+        taxi, transform_output.output_dir, transform_output.example_patterns, TrainConfig()
+    )
+    started = request.start()
+    child_dir = Path(started.process.args[-1]).parent  # the request and the child's logs
+    assert child_dir.is_dir()
+    started.kill()  # the run stopped before the baselines stage collected it
+    assert started.process.poll() is not None and not child_dir.exists()
