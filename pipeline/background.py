@@ -4,7 +4,8 @@ A stage that can start work before it is needed (the predict stage's fresh proce
 baseline models) starts a child, carries on, and collects the child's exit status and output
 when it needs them. Output goes to temporary files, not pipes: a child that writes more than a
 pipe holds would wait for a reader. :func:`die_with_parent` lets a child that works for a run
-end when the run's process is killed.
+end when the run's process is killed, and :func:`scratch_dir` lets the next run remove what
+a killed one could not.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -69,3 +72,26 @@ def die_with_parent(parent_pid: int) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new temporary directory for a child's files, ``<prefix>-<this pid>-XXXX``.
+
+    A process killed with SIGKILL runs no cleanup, so its directory stays; the pid in the name
+    lets the next call remove every ``<prefix>-*`` directory whose process is gone.
+    """
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}-*-*"):
+        pid = old.name[len(prefix) + 1 :].split("-", 1)[0]
+        if old.is_dir() and pid.isdigit() and not _is_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-")
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True

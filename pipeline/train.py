@@ -35,7 +35,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +46,7 @@ import tf_keras
 
 from pipeline import canonical_saved_model, console, storage
 from pipeline import metrics as evaluation
-from pipeline.background import StartedProcess, die_with_parent
+from pipeline.background import StartedProcess, die_with_parent, scratch_dir
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition, Head, LabelKind
 from pipeline.model import (
@@ -574,7 +573,7 @@ class BaselineRequest:
         return train_baselines(dataset, tft_output, splits, self.config, log_dir, self.kinds, bias)
 
     def start(self) -> StartedProcess:
-        log_dir = tempfile.mkdtemp(prefix="baselines-")
+        log_dir = scratch_dir("baselines")
         request = dataclasses.asdict(self) | {"log_dir": log_dir, "parent_pid": os.getpid()}
         path = Path(log_dir) / "request.json"
         path.write_text(json.dumps(request))
@@ -586,6 +585,8 @@ class BaselineRequest:
     def collect(self, started: StartedProcess, log_dir: str) -> TrainedBaselines:
         returncode, output, errors = started.finish()
         if returncode != 0:
+            if started.cleanup is not None:
+                started.cleanup()  # the request and whatever logs the child wrote
             raise RuntimeError(
                 f"training the baselines failed (exit {returncode}):\n{errors[-4000:]}"
             )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from pipeline import run
-from pipeline.background import StartedProcess
+from pipeline.background import StartedProcess, scratch_dir
 from pipeline.datasets import get_dataset
 from pipeline.runners import runs_in_this_process
 from pipeline.stages import EARLY_STARTS, RunContext, start_transform
@@ -55,6 +57,29 @@ def test_killing_a_started_process_runs_its_cleanup(tmp_path):
     started = StartedProcess.start(sleeper, cleanup=lambda: leftover.rmdir())
     started.kill()
     assert started.process.poll() is not None and not leftover.exists()
+
+
+def test_a_killed_runs_scratch_directory_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    killed = subprocess.Popen([
+        sys.executable, "-c",
+        "from pipeline.background import scratch_dir; print(scratch_dir('baselines'), flush=True);"
+        "import time; time.sleep(120)",
+    ], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    left = Path(killed.stdout.readline().strip())
+    (left / "request.json").write_text("{}")
+    mine = scratch_dir("baselines")  # the other process is alive: its directory stays
+    assert left.is_dir() and Path(mine).parent == tmp_path
+    killed.kill()  # SIGKILL: no cleanup runs
+    killed.wait()
+    killed.stdout.close()
+    other = tmp_path / "unrelated-1-dir"
+    other.mkdir()
+    newer = scratch_dir("baselines")
+    assert not left.exists()  # its process is gone
+    assert Path(mine).is_dir() and Path(newer).is_dir() and other.is_dir()  # alive or not ours
+    assert Path(newer).name.startswith(f"baselines-{os.getpid()}-")
 
 
 def test_only_the_direct_runner_lets_another_process_start_a_job():
