@@ -29,7 +29,6 @@ import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import PipelineOptions
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 from tfx_bsl.tfxio import tensor_adapter
 
@@ -46,7 +45,7 @@ from pipeline.export import (
     primary_output,
 )
 from pipeline.raw_schema import tensor_adapter_config
-from pipeline.runners import run_pipeline
+from pipeline.runners import pipeline_options, run_pipeline
 from pipeline.train import load_trained_model
 from pipeline.transform import tft_context
 
@@ -109,7 +108,7 @@ def training_path_features(
     tft_output = tft.TFTransformOutput(str(transform_dir))
     with tempfile.TemporaryDirectory() as tmp:
         out_prefix = str(Path(tmp) / "transformed")
-        p = beam.Pipeline(options=PipelineOptions(beam_args or []))
+        p = beam.Pipeline(options=pipeline_options(beam_args))
         with tft_context(tmp, passthrough_keys={ROW_ID}):
             transform_fn = p | tft_beam.ReadTransformFn(str(transform_dir))
             transformed = (

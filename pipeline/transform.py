@@ -29,7 +29,6 @@ from pathlib import Path
 import apache_beam as beam
 import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.beam import analysis_graph_builder, analyzer_cache
 from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
@@ -39,7 +38,7 @@ from pipeline.background import die_with_parent
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
 from pipeline.raw_schema import tensor_adapter_config
-from pipeline.runners import run_pipeline
+from pipeline.runners import pipeline_options, run_pipeline
 from pipeline.tfrecord_io import WriteBatchesToTFRecord, finalize_shards
 from transforms.preprocessing import make_preprocessing_fn
 
@@ -124,7 +123,7 @@ def analyze(
     adapter_config = tensor_adapter_config(dataset)
     preprocessing_fn = make_preprocessing_fn(dataset, vocabularies.make_analyzer)
     keys = {span: _span_key(span, pattern) for span, pattern in span_patterns.items()}
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     with tft_context(temp_dir):
         input_cache = {}
         if cache_dir is not None and _has_cache(cache_dir):
@@ -203,7 +202,7 @@ def transform_splits(
     the analysis is done).
     """
     adapter_config = tensor_adapter_config(dataset)
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     with tft_context(temp_dir):
         transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(
             str(transform_fn_dir)

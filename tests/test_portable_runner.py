@@ -15,10 +15,16 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from pipeline.run import EXIT_RUNNER_ABORTED, EXIT_VERDICT
-from pipeline.runners import BeamJobFailed, PortableCluster, RunnerAborted, run_pipeline
+from pipeline.runners import (
+    BeamJobFailed,
+    PortableCluster,
+    RunnerAborted,
+    pipeline_options,
+    run_pipeline,
+)
 from pipeline.runners.worker_pool import SdkWorkerPool, WorkerEnvironmentError
 from pipeline.transform import run_transform
 from pipeline.validation.stats import compute_statistics
@@ -228,3 +234,37 @@ def test_portable_runner_flags_the_run_sets_itself_are_refused(tmp_path):
     completed = _pipeline_run(tmp_path, "--runner", "DirectRunner")
     assert completed.returncode == 2
     assert "--beam-runner portable sets" in completed.stderr
+
+
+# ---- the stages' pipeline options -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("beam_args", "pickler"),
+    [
+        ([], "cloudpickle"),
+        (None, "cloudpickle"),
+        (["--runner=DirectRunner"], "cloudpickle"),
+        (["--pickle_library=dill"], "dill"),
+        (["--pickle_library", "default"], "default"),
+    ],
+)
+def test_stage_pipelines_use_cloudpickle_unless_the_flags_name_a_pickler(beam_args, pickler):
+    options = pipeline_options(beam_args)
+    assert options.view_as(SetupOptions).pickle_library == pickler
+    runner = "DirectRunner" if "--runner=DirectRunner" in (beam_args or []) else None
+    assert options.get_all_options()["runner"] == runner  # the other flags pass through
+
+
+def test_a_cloudpickled_closure_runs_on_portable_workers(cluster, tmp_path):
+    offset = 7  # a closure over a local: pickled by value, unpickled by the SDK workers
+    options = pipeline_options(cluster.beam_args())
+    output = tmp_path / "out"
+    with beam.Pipeline(options=options) as p:
+        _ = (
+            p
+            | beam.Create([1, 2, 3])
+            | beam.Map(lambda x: x + offset)
+            | beam.io.WriteToText(str(output), shard_name_template="")
+        )
+    assert sorted(int(line) for line in output.read_text().split()) == [8, 9, 10]

@@ -41,12 +41,13 @@ def run_files(
 ) -> IngestResult:
     """Stream JSON-lines event files into the store (DirectRunner unless ``beam_args`` say)."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.runners import pipeline_options
 
     with tempfile.TemporaryDirectory() as tmp:
         counts_prefix = os.path.join(tmp, "written")
         invalid_prefix = dead_letter_file or os.path.join(tmp, "invalid")
-        options = PipelineOptions(list(beam_args) or ["--runner", "DirectRunner"])
+        options = pipeline_options(list(beam_args) or ["--runner", "DirectRunner"])
         with beam.Pipeline(options=options) as p:
             lines = [
                 p | f"Read{i}" >> beam.io.ReadFromText(pattern)
@@ -80,9 +81,11 @@ def run_pubsub(
 ) -> None:
     """The production job: a Pub/Sub subscription in streaming mode (blocks until cancelled)."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
-    options = PipelineOptions(list(beam_args))
+    from pipeline.runners import pipeline_options
+
+    options = pipeline_options(beam_args)
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
         messages = p | "ReadFromPubSub" >> beam.io.ReadFromPubSub(

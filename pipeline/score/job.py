@@ -13,12 +13,11 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import storage
-from pipeline.runners import run_pipeline
+from pipeline.runners import pipeline_options, run_pipeline
 from pipeline.score.model import ExportModelHandler
 
 METRICS_NAMESPACE = "batch_scoring"
@@ -71,7 +70,7 @@ def run_scoring_job(
 ) -> int:
     """Score every row of ``input_pattern``; write shards under ``output_dir``; rows written."""
     storage.makedirs(output_dir)
-    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
     _ = (
         pipeline
         | "ReadRows" >> beam.io.ReadFromParquetBatched(input_pattern, columns=columns)

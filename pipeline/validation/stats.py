@@ -6,13 +6,12 @@ from pathlib import Path
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_metadata.proto.v0 import statistics_pb2
 from tfx_bsl.public import tfxio
 
 from pipeline import storage
 from pipeline.arrow_io import DEFAULT_BATCH_SIZE
-from pipeline.runners import run_pipeline
+from pipeline.runners import pipeline_options, run_pipeline
 from pipeline.validation.batches import ReadValidationBatches, require_files
 
 
@@ -97,7 +96,7 @@ def _publish_statistics(
             storage.remove_leftovers(output_path)
             staging = storage.staging_dir(output_path)
             staged[output_path] = (staging, storage.join(staging, storage.basename(output_path)))
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+        pipeline = beam.Pipeline(options=pipeline_options(beam_args))
         for index, (output_path, source) in enumerate(sources.items()):
             _ = (
                 pipeline
