@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
 from pipeline.arrow_io import list_batch_schema, read_first_rows
+from pipeline.background import exit_without_teardown
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition, LabelKind
 from pipeline.export import EXAMPLES_INPUT, SERVING_SIGNATURE
@@ -99,3 +100,4 @@ def _printable(record: dict) -> dict:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown(0)  # the run waits for this process's exit, not its teardown

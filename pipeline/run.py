@@ -36,7 +36,7 @@ from pipeline.cli import EXIT_USAGE, UsageError, add_dataset_argument, dataset_f
 from pipeline.definition import DatasetDefinition, DefinitionError, DuplicatePolicy
 from pipeline.manifest import MANIFEST, RunRecorder, stack_versions, summary
 from pipeline.runners import add_runner_arguments, beam_session, runner_flag_conflict
-from pipeline.stages import BEAM_STAGES, EARLY_STARTS, STAGES, RunContext
+from pipeline.stages import BEAM_STAGES, EARLY_STARTS, STAGES, WARM_STARTS, RunContext
 from pipeline.verdicts import EXIT_VERDICT, Verdict
 
 # Exit statuses: 0 done; EXIT_VERDICT (3) when the run stopped on its own verdict (a blocking
@@ -285,6 +285,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     try:
         with _beam_session(args, beam_args, selected) as stage_beam_args:
             ctx.beam_args = stage_beam_args
+            _prewarm(ctx, selected)
             for index, name in enumerate(selected):
                 with recorder.stage(name) as record, console.stage(name, ctx):
                     STAGES[name](ctx, record)
@@ -313,11 +314,23 @@ def _start_early(ctx: RunContext, finished: str, later: list[str]) -> None:
             ctx.started[name] = started
 
 
+def _prewarm(ctx: RunContext, selected: list[str]) -> None:
+    """Start warm the processes of the early starts this run will make (see WARM_STARTS): the
+    stage and the one it starts after are both selected."""
+    for name, warm in WARM_STARTS.items():
+        after = EARLY_STARTS[name][0]
+        due = name in selected and after in selected[: selected.index(name)]
+        if due and (process := warm(ctx)) is not None:
+            ctx.warm[name] = process
+
+
 def _stop_started(ctx: RunContext) -> None:
-    """Kill early-started processes whose stage never ran (the run stopped before it)."""
-    for started in ctx.started.values():
+    """Kill early-started processes whose stage never ran (the run stopped before it), and warm
+    ones never given work."""
+    for started in [*ctx.started.values(), *ctx.warm.values()]:
         started.kill()
     ctx.started.clear()
+    ctx.warm.clear()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import canonical_saved_model, storage
-from pipeline.background import StartedProcess
+from pipeline.background import StartedProcess, prewarm
 from pipeline.definition import DatasetDefinition
 from pipeline.verdicts import Verdict
 
@@ -77,6 +77,8 @@ class RunContext:
     models_dir: str = "models"  # push base default: <models_dir>/<model name>
     # Processes of stages started early (see EARLY_STARTS), by stage name, until they run.
     started: dict[str, StartedProcess] = dataclasses.field(default_factory=dict)
+    # Warm processes (see WARM_STARTS) waiting for their early start's command line.
+    warm: dict[str, StartedProcess] = dataclasses.field(default_factory=dict)
 
     @property
     def served_model_name(self) -> str:
@@ -220,32 +222,48 @@ def stage_validation(ctx: RunContext, record: dict) -> None:
         validation.check(report)
 
 
-def start_transform(ctx: RunContext) -> StartedProcess | None:
-    """Start the transform stage's process, which needs only the splits, or None where it must
-    run in the stage's own process (see below).
+def transform_runs_beside(ctx: RunContext) -> bool:
+    """Whether the transform may run in a process of its own beside validation.
 
-    Under ``pipeline.run`` it then runs beside validation: both are mostly Python building and
-    running a Beam job, one core each. It needs the DirectRunner (a portable cluster belongs to
-    this process) and a registered dataset (the child finds the definition by its name). Its
-    output is staged like any transform's: a run that validation stops kills the process, and
-    nothing half-written is left where the train stage would look.
+    It needs the DirectRunner (a portable cluster belongs to this process) and a registered
+    dataset (the child finds the definition by its name).
     """
     from pipeline.datasets import is_registered
     from pipeline.runners import runs_in_this_process
 
-    if not (is_registered(ctx.dataset) and runs_in_this_process(ctx.beam_args)):
+    return is_registered(ctx.dataset) and runs_in_this_process(ctx.beam_args)
+
+
+def warm_transform(ctx: RunContext) -> StartedProcess | None:
+    """The transform's process, started with the run: it imports TensorFlow, TFT and Beam (3-4
+    s) while the data and warehouse stages run, then waits for :func:`start_transform`."""
+    return prewarm("pipeline.transform") if transform_runs_beside(ctx) else None
+
+
+def start_transform(ctx: RunContext) -> StartedProcess | None:
+    """Start the transform stage's process, which needs only the splits, or None where it must
+    run in the stage's own process (see :func:`transform_runs_beside`).
+
+    Under ``pipeline.run`` it then runs beside validation: both are mostly Python building and
+    running a Beam job, one core each. Its output is staged like any transform's: a run that
+    validation stops kills the process, and nothing half-written is left where the train stage
+    would look.
+    """
+    if not transform_runs_beside(ctx):
         return None
     splits = [f"--split={name}={path}" for name, path in ctx.split_dirs().items()]
-    command = [
-        sys.executable, "-m", "pipeline.transform",
+    argv = [
         "--dataset", ctx.dataset.name, *splits,
         "--output", ctx.transform_dir,
         "--parent-pid", str(os.getpid()),
         *ctx.beam_args,
     ]  # fmt: skip
-    return StartedProcess.start(
-        command, cleanup=lambda: storage.remove_leftovers(ctx.transform_dir)
-    )
+    cleanup = lambda: storage.remove_leftovers(ctx.transform_dir)  # noqa: E731
+    warm = ctx.warm.pop("transform", None)
+    if warm is None:
+        return StartedProcess.start([sys.executable, "-m", "pipeline.transform", *argv], cleanup)
+    warm.send(argv, cleanup)
+    return warm
 
 
 def stage_transform(ctx: RunContext, record: dict) -> None:
@@ -481,6 +499,11 @@ EARLY_STARTS: dict[str, tuple[str, Callable[[RunContext], StartedProcess | None]
     "transform": ("warehouse", start_transform),
     "baselines": ("transform", start_baselines),
     "predict": ("export", start_predict),
+}
+# Early starts whose process may start sooner still, with the run, and wait warm for their
+# command line (see pipeline.background.prewarm): a start function may return None.
+WARM_STARTS: dict[str, Callable[[RunContext], StartedProcess | None]] = {
+    "transform": warm_transform,
 }
 # Stages that run Beam jobs (with the run's Beam flags).
 BEAM_STAGES = frozenset({"validation", "transform", "parity"})

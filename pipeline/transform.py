@@ -34,7 +34,7 @@ from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
 from pipeline import canonical_saved_model, storage, vocabularies
 from pipeline.arrow_io import ReadSplitBatches
-from pipeline.background import die_with_parent
+from pipeline.background import die_with_parent, exit_without_teardown
 from pipeline.cli import add_dataset_argument, dataset_from_args, exit_on_usage_error
 from pipeline.definition import DatasetDefinition
 from pipeline.raw_schema import tensor_adapter_config
@@ -336,3 +336,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown(0)  # the run waits for this process's exit, not its teardown

@@ -4,17 +4,21 @@ never left running when the run stops before the stage that collects it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from pipeline import run
-from pipeline.background import StartedProcess, scratch_dir
+from pipeline.background import StartedProcess, prewarm, scratch_dir
 from pipeline.datasets import get_dataset
 from pipeline.runners import runs_in_this_process
-from pipeline.stages import EARLY_STARTS, RunContext, start_transform
+from pipeline.stages import EARLY_STARTS, WARM_STARTS, RunContext, start_transform
 
 
 def test_a_started_process_keeps_more_output_than_a_pipe_holds():
@@ -38,7 +42,7 @@ def test_processes_start_after_the_stage_they_need_and_are_killed_if_never_colle
     monkeypatch.setitem(
         EARLY_STARTS, "predict", ("export", lambda ctx: StartedProcess.start(sleeper))
     )
-    ctx = SimpleNamespace(started={})
+    ctx = SimpleNamespace(started={}, warm={})
     run._start_early(ctx, "train", ["export", "parity", "predict"])
     assert ctx.started == {}  # predict needs the export, which has not run yet
     run._start_early(ctx, "export", ["parity", "predict"])
@@ -116,3 +120,99 @@ def test_the_transform_stays_in_the_stage_where_a_child_could_not_do_the_same(tm
     assert start_transform(_transform_ctx(tmp_path / "a", taxi, portable)) is None
     in_code = dataclasses.replace(taxi, description="built in code, unknown to a child")
     assert start_transform(_transform_ctx(tmp_path / "b", in_code, [])) is None
+
+
+# ---- warm processes -------------------------------------------------------------------------
+
+PROBE = """
+import json, pathlib, sys, time
+pathlib.Path(__file__).with_name("imported").write_text(str(time.time()))
+
+def main(argv):
+    if argv and argv[0] == "raise":
+        raise ValueError("the probe broke")
+    if argv and argv[0] == "exit":
+        sys.exit("usage: probe NUMBER")
+    print(json.dumps({"argv": argv, "sys_argv": sys.argv}))
+    return int(argv[0]) if argv and argv[0].isdigit() else None
+"""
+
+
+@pytest.fixture
+def probe(tmp_path, monkeypatch):
+    """A module ``probe`` on the children's path; its import leaves a file ``imported``."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    )
+    return tmp_path
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_warm_process_imports_first_then_runs_main_with_the_argv_sent(probe):
+    warm = prewarm("probe")
+    _wait_for(probe / "imported")  # imported before it has any work
+    assert warm.process.poll() is None  # and waiting for it
+    warm.send(["3", "--flag=a b"], cleanup=None)
+    returncode, stdout, _ = warm.finish()
+    answer = json.loads(stdout)
+    assert returncode == 3 and answer["argv"] == ["3", "--flag=a b"]
+    assert answer["sys_argv"] == ["probe", "3", "--flag=a b"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [(["raise"], 1, "ValueError: the probe broke"), (["exit"], 1, "usage: probe NUMBER"),
+     (["x"], 0, "")],
+)  # fmt: skip
+def test_a_warm_process_exits_as_its_module_would(probe, argv, status, message):
+    warm = prewarm("probe")
+    warm.send(argv)
+    returncode, _, stderr = warm.finish()
+    assert returncode == status and message in stderr
+
+
+def test_a_warm_process_never_given_work_ends_quietly(probe):
+    warm = prewarm("probe")
+    _wait_for(probe / "imported")
+    returncode, stdout, stderr = warm.finish()  # the run needed no transform after all
+    assert (returncode, stdout) == (0, "") and "Traceback" not in stderr
+    killed = prewarm("probe")
+    killed.kill()
+    assert killed.process.poll() is not None
+
+
+def test_the_transform_is_warm_only_when_its_early_start_will_happen(probe, monkeypatch):
+    monkeypatch.setitem(WARM_STARTS, "transform", lambda ctx: prewarm("probe"))
+    for selected, warmed in [
+        (["data", "warehouse", "validation", "transform", "train"], True),
+        (["warehouse", "transform"], True),
+        (["transform", "train"], False),  # no warehouse stage: the stage runs it itself
+        (["data", "warehouse", "validation"], False),
+    ]:
+        ctx = RunContext(dataset=get_dataset("taxi"), run_dir="", manifest={}, beam_args=[])
+        run._prewarm(ctx, selected)
+        assert (list(ctx.warm) == ["transform"]) is warmed, selected
+        process = ctx.warm.get("transform")
+        run._stop_started(ctx)  # the run stopped before the transform started
+        assert ctx.warm == {} and (process is None or process.process.poll() is not None)
+
+
+def test_the_transforms_early_start_hands_its_command_line_to_the_warm_process(probe, tmp_path):
+    ctx = _transform_ctx(tmp_path, get_dataset("taxi"), ["--direct_num_workers=1"])
+    warm = ctx.warm["transform"] = prewarm("probe")
+    started = start_transform(ctx)
+    assert started is warm and ctx.warm == {}
+    returncode, stdout, _ = started.finish()
+    argv = json.loads(stdout)["argv"]
+    assert returncode == 0 and argv[:2] == ["--dataset", "taxi"]
+    assert f"--split=train={tmp_path / 'splits' / 'train'}" in argv
+    assert argv[argv.index("--output") + 1] == ctx.transform_dir
+    assert argv[-1] == "--direct_num_workers=1"
+    assert started.cleanup is not None  # a killed transform's staging is removed
