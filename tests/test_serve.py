@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import math
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -706,6 +707,24 @@ def test_fast_signature_call_equals_tensorflows_own(trained_export, eval_rows, t
         assert fast.keys() == slow.keys()
         for output in fast:
             np.testing.assert_array_equal(fast[output], slow[output])
+
+
+@pytest.mark.parametrize(
+    ("batch", "named"),
+    [
+        ([b"\x0a\xff\xff\xff\x0f garbage"], "examples[0]: could not parse example input"),
+        ([b"", b"\xff\xfe\x80 not a proto"], "examples[1]: could not parse example input"),
+    ],
+)
+def test_bytes_tensorflow_cannot_even_quote_are_a_400_naming_the_example(
+    trained_export, batch, named
+):
+    """TensorFlow's error for such bytes quotes them and fails to decode itself as UTF-8
+    (``UnicodeDecodeError``, not the op's error): still the client's mistake, named."""
+    _, exported = trained_export
+    signature = load_version(Path(exported.export_dir), 1).signatures[SERVING_SIGNATURE]
+    with pytest.raises(BadRequest, match=re.escape(named)):
+        signature.run({EXAMPLES_INPUT: batch})
 
 
 # ---- the version policy, without TensorFlow loads --------------------------------------------

@@ -23,7 +23,6 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import struct_pb2
-from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -40,7 +39,12 @@ from tensorflow_serving.apis import (
 from pipeline.definition import DatasetDefinition
 from pipeline.export import EXAMPLES_INPUT
 from pipeline.serving.errors import NotFound
-from pipeline.serving.models import LoadedModel, ModelRegistry, _short_tf_message
+from pipeline.serving.models import (
+    LoadedModel,
+    ModelRegistry,
+    _short_tf_message,
+    unparsable_input,
+)
 from pipeline.serving.raw_tensor_log import column_kinds, raw_tensor_examples, takes_raw_columns
 from pipeline.serving.request_log import RequestLog
 from pipeline.serving.rpc_status import RpcError, invalid_argument, not_found, unimplemented
@@ -142,7 +146,7 @@ class ServedModels:
         except UnicodeDecodeError:
             # TensorFlow could not even decode its own error message, which quotes the input:
             # bytes that are no UTF-8, i.e. a string that is no serialized tf.Example.
-            raise invalid_argument(_unparsable(inputs, where)) from None
+            raise invalid_argument(unparsable_input(inputs, where)) from None
 
     def log_examples(self, examples: list[bytes]) -> None:
         if self.request_log is not None and self.request_log.sample():
@@ -172,24 +176,6 @@ class ServedModels:
 def definitions(model: LoadedModel) -> Mapping[str, SignatureDef]:
     """Every SignatureDef of a loaded version, as the export declares it."""
     return model.signature_protos
-
-
-def _unparsable(inputs: Mapping[str, Any], where: str) -> str:
-    """Which string of the request is no serialized ``tf.Example`` (TensorFlow's op failed)."""
-    for name, values in inputs.items():
-        if np.asarray(values).dtype.kind != "O":
-            continue
-        for index, value in enumerate(np.ravel(values).tolist()):
-            try:
-                example_pb2.Example.FromString(value)
-            except Exception:
-                field = where if where.endswith(f".{name}") else f"{where}.{name}"
-                return (
-                    f"{field}[{index}]: could not parse example input: not a serialized tf.Example"
-                )
-    return (
-        f"{where}: the model could not read the input (TensorFlow quoted bytes that are no UTF-8)"
-    )
 
 
 def answer(context: grpc.ServicerContext, call: Callable[[], Response]) -> Response:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from tensorflow.core.example import example_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from pipeline.serving.errors import BadRequest, NotFound
@@ -80,6 +81,8 @@ class Signature:
                     outputs = self.function(**dict(zip(self.input_order, tensors, strict=True)))
         except tf.errors.InvalidArgumentError as error:
             raise BadRequest(f"examples: {_short_tf_message(error)}") from None
+        except UnicodeDecodeError:  # see unparsable_input
+            raise BadRequest(unparsable_input(feeds, "")) from None
         return {name: value.numpy() for name, value in outputs.items()}
 
     def warm_up(self) -> None:
@@ -142,6 +145,30 @@ def _short_tf_message(error: tf.errors.OpError) -> str:
     lines = [line.strip() for line in str(error.message).splitlines()]
     useful = [line for line in lines if line and not line.startswith(noise)]
     return (useful or ["the examples could not be parsed"])[0][:300]
+
+
+def unparsable_input(inputs: Mapping[str, Any], where: str) -> str:
+    """Which string of the request is no serialized ``tf.Example``.
+
+    For the refusal of a TensorFlow op whose error message quotes such bytes: they are no UTF-8
+    and TensorFlow's own message raises ``UnicodeDecodeError`` instead of the op's error.
+    """
+    for name, values in inputs.items():
+        flat = np.ravel(values).tolist() if isinstance(values, np.ndarray) else list(values)
+        for index, value in enumerate(flat):
+            if not isinstance(value, bytes):
+                continue
+            try:
+                example_pb2.Example.FromString(value)
+            except Exception:
+                field = where if where.endswith(f".{name}") else f"{where}.{name}".lstrip(".")
+                return (
+                    f"{field}[{index}]: could not parse example input: not a serialized tf.Example"
+                )
+    return (
+        f"{where or 'examples'}: the model could not read the input (TensorFlow quoted bytes "
+        "that are no UTF-8)"
+    )
 
 
 def read_signature_defs(export_dir: Path) -> Mapping[str, meta_graph_pb2.SignatureDef]:
