@@ -7,8 +7,9 @@ On the same transformed TFRecords (the transform stage's ``examples/train-*``), 
 measured ``--rounds`` times for ``--seconds`` after a warm-up (medians reported, rounds
 interleaved):
 
-* ``input_streamed``: iterate :func:`pipeline.train.make_dataset` (interleave, shuffle, batch,
-  parallel parse, prefetch) without a model: what the streaming pipeline can deliver;
+* ``input_streamed``: iterate :func:`pipeline.train.make_dataset` (windows of whole shards
+  parsed, shuffled and cut into batches; prefetch) without a model: what the streaming pipeline
+  can deliver;
 * ``input_in_memory``: iterate :meth:`pipeline.train.ParsedSplit.batches` (the split parsed once,
   a shuffled index batch and one gather per feature), what ``pipeline.train`` uses for splits up
   to ``IN_MEMORY_LIMIT_BYTES``; ``parse_once_s`` is the one-off parse it costs;
@@ -24,6 +25,7 @@ training throughput lost to input (parsing competes with training for the same c
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -116,11 +118,10 @@ def main(argv: list[str] | None = None) -> None:
         return build_model(model_inputs(dataset, tft_output), dataset.label.head, config.model)
 
     # Each measurement runs once per round, rounds interleaved, so load from other processes
-    # on the machine spreads over all three; medians are reported.
-    iterators = {f"input_{name}": iter(make()) for name, make in pipelines.items()}
-    for iterator in iterators.values():
-        for _ in range(args.warmup_steps):
-            next(iterator)
+    # on the machine spreads over all three; medians are reported. An input is measured on a
+    # fresh iterator, released right after: a live one goes on prefetching (the streamed one
+    # parses its next window) while the other is measured.
+    inputs = {f"input_{name}": make for name, make in pipelines.items()}
     cached = streamed().take(CACHED_BATCHES).cache().repeat()
     models = {
         "model_alone": (new_model(), lambda: cached),
@@ -128,10 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     }
     for model, data in models.values():
         model.fit(data(), epochs=1, steps_per_epoch=args.warmup_steps, verbose=0)
-    samples: dict[str, list[float]] = {name: [] for name in [*iterators, *models]}
+    samples: dict[str, list[float]] = {name: [] for name in [*inputs, *models]}
     for _ in range(args.rounds):
-        for name, iterator in iterators.items():
+        for name, make in inputs.items():
+            iterator = iter(make())
+            for _ in range(args.warmup_steps):
+                next(iterator)
             samples[name].append(input_only(iterator, args.seconds))
+            del iterator
+            gc.collect()
         for name, (model, data) in models.items():
             samples[name].append(model_consumption(model, data(), config.batch_size, args.seconds))
     rates = {name: statistics.median(values) for name, values in samples.items()}

@@ -5,9 +5,9 @@ model's consumption). A split whose shards are small (:data:`IN_MEMORY_LIMIT_BYT
 once into whole-split tensors (:class:`ParsedSplit`); its batches are then a shuffled index batch
 and one ``tf.gather`` per feature, so no record is decompressed or parsed twice, and the
 models trained in one process (and every validation pass) share those tensors. A larger split
-streams: shards are read in parallel (interleave), records are shuffled, batched *before*
-parsing so one vectorized ``parse_example`` handles a whole batch, and the next batches are
-prefetched while the model trains on the current one.
+streams two shards at a time (:func:`make_dataset`): each read whole and parsed the same way,
+their rows shuffled together and cut into batches in one step, the next window prepared while
+the model trains on the current one.
 
 The label kind decides the head, the loss and the metrics (``pipeline.metrics``: AUC, accuracy,
 precision, recall, log loss for binary labels; accuracy, macro-F1, log loss for multi-class;
@@ -36,7 +36,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +64,13 @@ AUTOTUNE = tf.data.AUTOTUNE
 EVAL_BATCH_SIZE = 1024
 # Splits whose gzipped shards add up to at most this are parsed once and kept in memory: about
 # 1.5M transformed rows of the default dataset (its 800k train rows of 1M synthetic ones: 67 MB
-# of shards). Three models streaming a split pay tf.data's per-record cost (about 10 us here) on
-# every read, and the label summary a whole extra pass; parsed once, they share one read.
+# of shards). Three models streaming a split decompress and parse it on every read, and the
+# label summary a whole extra pass; parsed once, they share one read.
 IN_MEMORY_LIMIT_BYTES = 128 * 2**20
 PARSE_BATCH_SIZE = 8192
+# Shards a streamed split holds in memory at once (see make_dataset): a window's rows are
+# shuffled together, so rows of different shards share batches.
+STREAM_WINDOW_SHARDS = 2
 EVALUATED_SPLITS = ("eval", "test")
 
 
@@ -116,29 +119,74 @@ def make_dataset(
     repeat: bool,
     seed: int = 42,
 ) -> tf.data.Dataset:
-    """(features, label) batches from gzipped TFRecord shards of transformed examples."""
-    feature_spec = tft_output.transformed_feature_spec()
-    files = tf.data.Dataset.list_files(file_pattern, shuffle=shuffle, seed=seed)
-    # Deterministic element order even with parallel reads: the same seed gives the same
-    # batches, so two runs on the same data train the same weights.
-    records = files.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        cycle_length=AUTOTUNE,
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    if shuffle:
-        records = records.shuffle(buffer_size=max(10 * batch_size, 10_000), seed=seed)
-    if repeat:
-        records = records.repeat()
-    batches = records.batch(batch_size, drop_remainder=False)
+    """(features, label) batches of a split too large for memory, a window of shards at a time.
 
-    def parse(serialized):
-        features = tf.io.parse_example(serialized, feature_spec)
-        return features, features.pop(label)
+    Shards hold at most :data:`pipeline.tfrecord_io.SHARD_ROWS` rows. ``STREAM_WINDOW_SHARDS``
+    of them at a time are read whole and parsed as :func:`parse_split` does, in a Python
+    generator that yields the window's rows cut into whole batches (``[batches, batch_size,
+    ...]`` per feature); tf.data slices the batches off in C++, so no record pays a per-element
+    op and the training loop shares the GIL only once per window. Shuffling permutes the shards'
+    order every epoch and the rows within each window (seeded: the same batches every run); rows
+    left over from a window fill the next one's first batch, and with ``repeat`` the epoch's
+    last rows are topped up from the next epoch, as in :meth:`ParsedSplit.batches`.
+    """
+    spec = tft_output.transformed_feature_spec()
+    paths = sorted(storage.glob(file_pattern))
+    specs = {n: tf.TensorSpec([None, None, *f.shape], f.dtype) for n, f in spec.items()}
+    label_spec = specs.pop(label)
 
-    parsed = batches.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return parsed.prefetch(AUTOTUNE)
+    def windows(rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
+        order = list(rng.permutation(len(paths)) if shuffle else range(len(paths)))
+        for start in range(0, len(order), STREAM_WINDOW_SHARDS):
+            shards = [
+                _parse_records(read_gzip_records(paths[i]), spec)
+                for i in order[start : start + STREAM_WINDOW_SHARDS]
+            ]
+            yield {n: np.concatenate([shard[n].numpy() for shard in shards]) for n in spec}
+
+    def as_batches(rows: dict[str, np.ndarray], count: int, size: int) -> tuple[dict, np.ndarray]:
+        cut = {n: v[: count * size].reshape(count, size, *v.shape[1:]) for n, v in rows.items()}
+        return cut, cut.pop(label)
+
+    def generate() -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        carried: dict[str, np.ndarray] | None = None
+        while True:
+            rows_this_epoch = 0
+            for window in windows(rng):
+                rows_this_epoch += len(window[label])
+                if carried is not None:
+                    window = {n: np.concatenate([carried[n], window[n]]) for n in spec}
+                if shuffle:
+                    permutation = rng.permutation(len(window[label]))
+                    window = {n: v[permutation] for n, v in window.items()}
+                count = len(window[label]) // batch_size
+                if count:
+                    yield as_batches(window, count, batch_size)
+                carried = {n: v[count * batch_size :] for n, v in window.items()}
+            if not repeat or rows_this_epoch == 0:
+                break
+        if carried is not None and len(carried[label]):
+            yield as_batches(carried, 1, len(carried[label]))
+
+    windowed = tf.data.Dataset.from_generator(generate, output_signature=(specs, label_spec))
+    batches = windowed.flat_map(lambda *cut: tf.data.Dataset.from_tensor_slices(cut))
+    return batches.prefetch(AUTOTUNE)
+
+
+def _parse_records(records: list[bytes], spec: dict) -> dict[str, tf.Tensor]:
+    """Serialized examples parsed ``PARSE_BATCH_SIZE`` at a time: one tensor per feature."""
+    parts: dict[str, list[tf.Tensor]] = {name: [] for name in spec}
+    for start in range(0, len(records), PARSE_BATCH_SIZE):
+        chunk = tf.constant(records[start : start + PARSE_BATCH_SIZE])
+        for name, values in tf.io.parse_example(chunk, spec).items():
+            parts[name].append(values)
+    return {
+        name: tf.concat(values, axis=0)
+        if values
+        else tf.zeros([0, *spec[name].shape], spec[name].dtype)
+        for name, values in parts.items()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,17 +243,10 @@ def parse_split(file_pattern: str, tft_output: tft.TFTransformOutput, label: str
     does not depend on how many shards a reader would interleave (the number of cores).
     """
     spec = tft_output.transformed_feature_spec()
-    parts: dict[str, list[tf.Tensor]] = {}
-    for path in storage.glob(file_pattern):
-        records = read_gzip_records(path)
-        for start in range(0, len(records), PARSE_BATCH_SIZE):
-            chunk = tf.constant(records[start : start + PARSE_BATCH_SIZE])
-            for name, values in tf.io.parse_example(chunk, spec).items():
-                parts.setdefault(name, []).append(values)
-    if not parts:
-        empty = {name: tf.zeros([0, *s.shape], s.dtype) for name, s in spec.items()}
-        return ParsedSplit(empty, empty.pop(label))
-    features = {name: tf.concat(values, axis=0) for name, values in parts.items()}
+    paths = storage.glob(file_pattern)
+    shards = [_parse_records(read_gzip_records(path), spec) for path in paths]
+    shards = shards or [_parse_records([], spec)]
+    features = {n: tf.concat([shard[n] for shard in shards], axis=0) for n in spec}
     return ParsedSplit(features, features.pop(label))
 
 

@@ -92,6 +92,83 @@ def test_splits_above_the_limit_stream_the_same_rows(transform_output, taxi):
         np.testing.assert_array_equal(values, rows["stream"][key])
 
 
+# ---- the streamed path: windows of whole shards -----------------------------------------------
+
+SHARD_SIZES = (5, 7, 4)  # 16 rows over three shards: row i has x = i, y = -i, label 2 * i
+
+
+@pytest.fixture
+def numbered_shards(tmp_path):
+    """Three gzipped shards of the numbered rows, and a transform output that describes them."""
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("x", "y", "label")}
+    start = 0
+    for index, size in enumerate(SHARD_SIZES):
+        path = tmp_path / f"train-{index:05d}-of-{len(SHARD_SIZES):05d}.tfrecord.gz"
+        with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+            for i in range(start, start + size):
+                values = {"x": i, "y": -i, "label": 2 * i}
+                feature = {
+                    n: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+                    for n, v in values.items()
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+        start += size
+    output = type("TransformOutput", (), {"transformed_feature_spec": lambda self: spec})()
+    return str(tmp_path / "train-*"), output
+
+
+def _streamed(numbered_shards, batch_size, shuffle, repeat, seed=42, batches=None):
+    pattern, output = numbered_shards
+    dataset = train.make_dataset(pattern, output, "label", batch_size, shuffle, repeat, seed)
+    dataset = dataset.take(batches) if batches else dataset
+    return [(f["x"].numpy(), f["y"].numpy(), label.numpy()) for f, label in dataset]
+
+
+def test_a_streamed_pass_without_shuffle_is_every_row_in_file_order(numbered_shards):
+    batches = _streamed(numbered_shards, 5, shuffle=False, repeat=False)
+    assert [len(x) for x, _, _ in batches] == [5, 5, 5, 1]  # windows do not cut batches short
+    x = np.concatenate([x for x, _, _ in batches])
+    np.testing.assert_array_equal(x, np.arange(16))
+    for x, y, label in batches:  # every feature of a row stays with its row
+        np.testing.assert_array_equal(y, -x)
+        np.testing.assert_array_equal(label, 2 * x)
+
+
+def test_streamed_training_batches_are_full_shuffled_and_cover_every_row(numbered_shards):
+    batches = _streamed(numbered_shards, 4, shuffle=True, repeat=True, batches=40)
+    assert {len(x) for x, _, _ in batches} == {4}  # epochs topped up from the next one
+    x = np.concatenate([x for x, _, _ in batches])
+    counts = np.bincount(x, minlength=16)
+    assert counts.min() >= 9 and counts.max() <= 11  # 160 rows: 10 epochs, give or take
+    assert not np.array_equal(x[:16], np.arange(16))
+    first_shard, other_shards = set(range(5)), set(range(5, 16))
+    assert any(set(b) & first_shard and set(b) & other_shards for b, _, _ in batches)
+    for x, y, label in batches:
+        np.testing.assert_array_equal(y, -x)
+        np.testing.assert_array_equal(label, 2 * x)
+
+
+def test_streamed_batches_follow_the_seed(numbered_shards):
+    def xs(seed):
+        return np.concatenate(
+            [x for x, _, _ in _streamed(numbered_shards, 4, True, True, seed, 12)]
+        )
+
+    np.testing.assert_array_equal(xs(1), xs(1))
+    assert not np.array_equal(xs(1), xs(2))
+
+
+def test_an_empty_streamed_split_gives_no_batches_even_repeated(tmp_path):
+    spec = {n: tf.io.FixedLenFeature([], tf.int64) for n in ("x", "label")}
+    with tf.io.TFRecordWriter(str(tmp_path / "train-00000-of-00001.tfrecord.gz"), "GZIP"):
+        pass
+    output = type("TransformOutput", (), {"transformed_feature_spec": lambda self: spec})()
+    pattern = str(tmp_path / "train-*")
+    for repeat in (False, True):
+        assert list(train.make_dataset(pattern, output, "label", 4, True, repeat)) == []
+
+
 @pytest.mark.filterwarnings("ignore")
 def test_every_split_is_parsed_once_for_the_models_of_one_process(
     transform_output, taxi, tmp_path, monkeypatch
