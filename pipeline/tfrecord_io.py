@@ -31,8 +31,9 @@ SUFFIX = ".tfrecord.gz"
 # zlib level 1: about 6x faster than zlib's default level 6 on the default examples, for files
 # about 25% larger. Compression sat on the critical path of every transform run; disk did not.
 COMPRESSION_LEVEL = 1
-# A shard is closed after this many rows, so large splits come as several files that the
-# trainer's interleave can read in parallel; the default sample still fits one shard per split.
+# A shard is closed after this many rows, so large splits come as several files: the trainer's
+# streamed input holds a window of whole shards in memory, and readers can take them in parallel;
+# the default sample still fits one shard per split.
 SHARD_ROWS = 100_000
 _PENDING = ".pending-"
 
