@@ -21,6 +21,7 @@ minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -79,6 +80,22 @@ def stage(dataset_name: str | None, split: Path, out_dir: Path, beam_args: list[
     return result.rows["train"]
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS: ``VmHWM`` on Linux, else ``ru_maxrss``.
+
+    Linux carries ``ru_maxrss`` across ``execve`` from the mm the process had before it, and
+    ``subprocess`` starts children with ``vfork``, i.e. in the parent's mm: a child of a parent
+    that had built a 5M-row split in DuckDB reported the parent's 1.7 GB as its own peak.
+    ``VmHWM`` belongs to the process's current address space only.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kilobytes * (1 if sys.platform == "darwin" else 1024)
+
+
 def _child(kind: str, dataset: str | None, split: Path, out_dir: Path, beam_args: list) -> None:
     import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -86,7 +103,7 @@ def _child(kind: str, dataset: str | None, split: Path, out_dir: Path, beam_args
     measured = floor if kind == "floor" else lambda s, o: stage(dataset, s, o, beam_args)
     rows = measured(split, out_dir)
     seconds = time.perf_counter() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    peak_gb = peak_rss_bytes() / 1e9
     print(json.dumps({"kind": kind, "rows": rows, "seconds": seconds, "peak_rss_gb": peak_gb}))
 
 
