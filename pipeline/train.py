@@ -131,7 +131,7 @@ def make_dataset(
     last rows are topped up from the next epoch, as in :meth:`ParsedSplit.batches`.
     """
     spec = tft_output.transformed_feature_spec()
-    paths = sorted(storage.glob(file_pattern))
+    paths = storage.glob(file_pattern)  # sorted
     specs = {n: tf.TensorSpec([None, None, *f.shape], f.dtype) for n, f in spec.items()}
     label_spec = specs.pop(label)
 
@@ -389,17 +389,11 @@ def _train_model(
 
 
 def split_labels(file_pattern: str, tft_output: tft.TFTransformOutput, label: str) -> np.ndarray:
-    """Every label of a split (parses the label only)."""
+    """Every label of a split (parses the label only), shard after shard as :func:`parse_split`."""
     label_spec = {label: tft_output.transformed_feature_spec()[label]}
-    records = tf.data.Dataset.list_files(file_pattern, shuffle=False).interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-        num_parallel_calls=AUTOTUNE,
-    )
-    batches = records.batch(4096).map(
-        lambda s: tf.io.parse_example(s, label_spec)[label], num_parallel_calls=AUTOTUNE
-    )
-    values = [batch.numpy() for batch in batches.prefetch(AUTOTUNE)]
-    return np.concatenate(values) if values else np.zeros(0)
+    paths = storage.glob(file_pattern)
+    labels = [_parse_records(read_gzip_records(path), label_spec)[label] for path in paths]
+    return tf.concat(labels, axis=0).numpy() if labels else np.zeros(0)
 
 
 class SplitBatches:
